@@ -1,0 +1,126 @@
+//! The Conveyor-compatible HTTP API (embedded mode), one module per resource.
+//!
+//! Every error is `{"error": "..."}` with a 4xx or 5xx status; unknown routes get a 404 in the
+//! same shape.
+
+mod definitions;
+mod drivers;
+mod health;
+mod logs;
+mod resources;
+mod runs;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+
+use crate::conveyor::ErrorBody;
+use crate::logs::LogHub;
+use crate::registry::Registry;
+use crate::resources::{Resources, ServiceError};
+use crate::store::Store;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Definitions and resources.
+    pub resources: Arc<Resources>,
+    /// The store, for results.
+    pub store: Arc<Store>,
+    /// Log lines, stored and live.
+    pub logs: Arc<LogHub>,
+    /// Loaded drivers.
+    pub registry: Arc<Registry>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(definitions::routes())
+        .merge(resources::routes())
+        .merge(logs::routes())
+        .merge(runs::routes())
+        .merge(drivers::routes())
+        .merge(health::routes())
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("Cannot {method} {}", uri.path()))
+}
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with a status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        }
+        (self.status, Json(ErrorBody { error: self.message })).into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = match &e {
+            ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+/// A JSON body whose rejections (no JSON content type, malformed JSON, wrong field types)
+/// become 400 `{"error": "Invalid request payload: ..."}`, as upstream answers.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid request payload: {}", describe(&rejection)),
+            )),
+        }
+    }
+}
+
+fn describe(rejection: &JsonRejection) -> String {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            "expected a Content-Type of application/json".to_string()
+        }
+        other => other.body_text(),
+    }
+}

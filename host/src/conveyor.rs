@@ -1,0 +1,165 @@
+//! Upstream Conveyor CI's JSON shapes, in one place so the HTTP API and the event sources
+//! cannot drift apart (see `conveyor-protocol.md` §2).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A resource: `pkg/types/resources.go` `Resource`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    /// The server-assigned UUID.
+    #[serde(default)]
+    pub id: String,
+    /// The name, unique within the type.
+    #[serde(default)]
+    pub name: String,
+    /// The pipeline, omitted when empty (as Go's `omitempty`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pipeline: String,
+    /// The type: a resource definition's name.
+    #[serde(default)]
+    pub resource: String,
+    /// String-to-string metadata (`version`, `driverresults.<driver>`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// The spec, validated against the definition's schema.
+    #[serde(default)]
+    pub spec: serde_json::Value,
+}
+
+impl Resource {
+    /// The resource's version number from `metadata.version`.
+    pub fn version(&self) -> u64 {
+        self.metadata
+            .get("version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A resource definition: `pkg/types/resources.go` `ResourceDefinition`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceDefinition {
+    /// The id (a UUID on create).
+    #[serde(default)]
+    pub id: String,
+    /// The type name resources refer to.
+    #[serde(default)]
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The definition's own version string.
+    #[serde(default)]
+    pub version: String,
+    /// The JSON Schema for resources' `spec`.
+    #[serde(default)]
+    pub schema: serde_json::Value,
+}
+
+/// A driver's result: `DriverResult` plus the driver name (`DriverResultEvent`), as stored in
+/// `metadata["driverresults.<driver>"]` and published in `PipelineEvent.driverresult`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverResult {
+    /// Whether the driver succeeded.
+    pub success: bool,
+    /// Its message.
+    pub message: String,
+    /// Its structured output, `null` when none.
+    pub data: serde_json::Value,
+    /// The driver's name.
+    pub driver: String,
+}
+
+/// A driver log line: `pkg/types/logs.go` `Log`, the shape of `GET /logs` and `logs.<runid>`.
+/// Labels ride along as extra top-level fields, as the Python runtime does, so a client that
+/// knows only `types.Log` still decodes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Log {
+    /// The run id (no underscore, as upstream).
+    pub runid: String,
+    /// The driver's name.
+    pub driver: String,
+    /// The pipeline, `""` when none.
+    pub pipeline: String,
+    /// RFC 3339 with sub-second precision, UTC.
+    pub timestamp: String,
+    /// The text.
+    pub message: String,
+    /// The line's labels, flattened into the object.
+    #[serde(flatten)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The `{"error": "..."}` body of every failed API call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The 201 body of `POST /resources`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedResponse {
+    /// Always `Resource created successfully`.
+    pub message: String,
+    /// The resource name.
+    pub name: String,
+    /// The run id of the create event.
+    pub runid: String,
+    /// `"1"`.
+    pub version: String,
+}
+
+/// Conveyor's message id: 24 lowercase hex characters (12 random bytes).
+pub fn new_message_id() -> String {
+    let bytes: [u8; 12] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Conveyor's run id: a UUIDv4.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_omits_empty_pipeline_like_go() {
+        let r: Resource = serde_json::from_str(
+            r#"{"id":"1","name":"a","resource":"pipe","metadata":{"version":"1"},"spec":{}}"#,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("pipeline").is_none());
+        assert_eq!(r.version(), 1);
+    }
+
+    #[test]
+    fn log_flattens_labels() {
+        let log = Log {
+            runid: "R".into(),
+            driver: "d".into(),
+            pipeline: String::new(),
+            timestamp: "t".into(),
+            message: "m".into(),
+            labels: BTreeMap::from([("step".to_string(), "1".to_string())]),
+        };
+        let v = serde_json::to_value(&log).unwrap();
+        assert_eq!(v["runid"], "R");
+        assert_eq!(v["step"], "1");
+        let back: Log = serde_json::from_value(v).unwrap();
+        assert_eq!(back, log);
+    }
+
+    #[test]
+    fn ids_have_conveyor_shapes() {
+        let m = new_message_id();
+        assert_eq!(m.len(), 24);
+        assert!(m.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(uuid::Uuid::parse_str(&new_run_id()).is_ok());
+    }
+}

@@ -1,0 +1,155 @@
+//! `conveyor-host run`: wires the store, the log pipeline, the engine, the drivers, the event
+//! source, the manager and the HTTP API together, and shuts them down in order on SIGTERM or
+//! Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, EventSourceKind};
+use crate::events::embedded::EmbeddedQueue;
+use crate::logs::LogHub;
+use crate::manager::Manager;
+use crate::registry::Registry;
+use crate::resources::Resources;
+use crate::store::Store;
+use crate::wasm::Sandbox;
+use crate::wasm::cache::ComponentCache;
+use crate::wasm::imports::log::TracingSink;
+use crate::wasm::engine::{self, EngineSettings};
+
+/// How long open HTTP connections (log streams) get to close after a shutdown signal.
+const HTTP_DRAIN: Duration = Duration::from_secs(3);
+
+/// A running host.
+pub struct Running {
+    /// The address the API listens on.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    manager: JoinHandle<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    logs: Arc<LogHub>,
+}
+
+/// Runs the host until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let host = start(config).await?;
+    println!("conveyor-host listening on http://{}", host.addr);
+    signal().await;
+    host.stop().await;
+    Ok(())
+}
+
+/// Starts the host: loads the drivers, starts the manager and serves the API.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let EventSourceKind::Embedded = config.events.source;
+    anyhow::ensure!(
+        config.drivers_dir.is_dir(),
+        "drivers_dir {} is not a directory",
+        config.drivers_dir.display()
+    );
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+
+    let db = config.data_dir.join("conveyor-host.db");
+    let store = Arc::new(
+        Store::open(&db).with_context(|| format!("cannot open the store {}", db.display()))?,
+    );
+    let logs = LogHub::start(store.clone());
+
+    let engine = engine::build(&EngineSettings {
+        pool_instances: config.engine.pool_instances,
+        max_memory: config.defaults.memory,
+    })?;
+    engine::start_epoch_ticker(&engine).context("cannot start the epoch ticker")?;
+    let sandbox = Arc::new(Sandbox::new(engine.clone())?);
+    let cache = ComponentCache::new(&engine, &config.data_dir.join("cache"))
+        .context("cannot create the compile cache in data_dir")?;
+    let registry = Arc::new(
+        Registry::load_dir(&config.drivers_dir, &sandbox, &cache, Arc::new(TracingSink))
+            .await
+            .with_context(|| format!("cannot read drivers_dir {}", config.drivers_dir.display()))?,
+    );
+
+    let queue = EmbeddedQueue::new(store.clone());
+    let resources = Arc::new(Resources::new(store.clone(), registry.clone(), queue.clone()));
+    let manager = Manager::new(
+        queue,
+        registry.clone(),
+        sandbox,
+        logs.clone(),
+        resources.clone(),
+        config.clone(),
+    );
+
+    let shutdown = CancellationToken::new();
+    let manager = tokio::spawn(manager.run(shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
+    let addr = listener.local_addr()?;
+    let app = api::router(AppState {
+        resources,
+        store,
+        logs: logs.clone(),
+        registry,
+    });
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    tracing::info!(%addr, source = %config.events.source, "conveyor-host is ready");
+    Ok(Running {
+        addr,
+        shutdown,
+        manager,
+        server,
+        logs,
+    })
+}
+
+impl Running {
+    /// Stops fetching events, lets running reconciles finish (each within its timeout),
+    /// flushes the logs and closes the API.
+    pub async fn stop(self) {
+        tracing::info!("shutting down: letting running reconciles finish");
+        self.shutdown.cancel();
+        if let Err(e) = self.manager.await {
+            tracing::error!(error = %e, "the manager stopped abnormally");
+        }
+        self.logs.flush().await;
+        if tokio::time::timeout(HTTP_DRAIN, self.server).await.is_err() {
+            tracing::info!("closed open log streams");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the host");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

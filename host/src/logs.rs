@@ -1,0 +1,99 @@
+//! The log pipeline: every driver line (from the `log` import, or the guest's stdout and
+//! stderr) is stamped, stored in order, and then handed to live subscribers.
+//!
+//! One writer task owns the order: it batches lines into one SQLite transaction, and only
+//! after the commit broadcasts them with their sequence numbers. A subscriber that replays the
+//! store and then follows the broadcast can therefore drop every live line whose sequence
+//! number it has already replayed: no gap, no duplicate.
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::conveyor::Log;
+use crate::store::{LogFilter, Store, StoreError, StoredLog};
+use crate::wasm::LogSink;
+
+const BATCH: usize = 512;
+const LIVE_CAPACITY: usize = 4096;
+
+enum Command {
+    Line(Log),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The host's log pipeline.
+pub struct LogHub {
+    tx: mpsc::UnboundedSender<Command>,
+    live: broadcast::Sender<Arc<StoredLog>>,
+    store: Arc<Store>,
+}
+
+impl LogHub {
+    /// Starts the writer task. It runs until every `LogHub` handle is dropped.
+    pub fn start(store: Arc<Store>) -> Arc<LogHub> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        tokio::spawn(write_loop(rx, store.clone(), live.clone()));
+        Arc::new(LogHub { tx, live, store })
+    }
+
+    /// Waits until every line sent before this call is stored and broadcast.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Command::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Follows lines as they are stored.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredLog>> {
+        self.live.subscribe()
+    }
+
+    /// Reads stored lines in order.
+    pub fn query(&self, filter: &LogFilter) -> Result<Vec<StoredLog>, StoreError> {
+        self.store.logs(filter)
+    }
+}
+
+impl LogSink for LogHub {
+    fn write(&self, line: Log) {
+        // The writer only stops when the hub is dropped, so a failed send means the host is
+        // shutting down and the line has nowhere to go.
+        let _ = self.tx.send(Command::Line(line));
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    store: Arc<Store>,
+    live: broadcast::Sender<Arc<StoredLog>>,
+) {
+    let mut commands = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut commands, BATCH).await > 0 {
+        let mut lines = Vec::new();
+        let mut flushes = Vec::new();
+        for c in commands.drain(..) {
+            match c {
+                Command::Line(l) => lines.push(l),
+                Command::Flush(done) => flushes.push(done),
+            }
+        }
+        if !lines.is_empty() {
+            let count = lines.len();
+            match store.append_logs(lines) {
+                Ok(stored) => {
+                    for line in stored {
+                        // No subscriber is not an error.
+                        let _ = live.send(Arc::new(line));
+                    }
+                }
+                Err(e) => tracing::error!(lines = count, error = %e, "could not store log lines"),
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}

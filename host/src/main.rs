@@ -1,0 +1,69 @@
+//! The `conveyor-host` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use conveyor_host::config::Config;
+
+/// Runs Conveyor CI drivers as sandboxed WebAssembly components.
+#[derive(Parser)]
+#[command(name = "conveyor-host", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the host: loads the drivers, serves the API, handles events until SIGTERM/Ctrl-C.
+    Run {
+        /// The host configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Loads a driver component the way the host would and prints its info, or why it would
+    /// not load.
+    Check {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => {
+                let config = Config::load(&config)?;
+                conveyor_host::daemon::run(config).await
+            }
+            Command::Check { file } => {
+                let report = conveyor_host::check::check(&file).await?;
+                print!("{report}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The embedded control plane: resource definitions and resources, validated and stored, and
+//! the events each change sends to the drivers that listen. The HTTP API and the drivers' API
+//! client both go through here, so they validate and emit events the same way.
+//!
+//! Messages follow upstream Conveyor's wording; where upstream answers 500 for a missing or
+//! duplicate object, this answers 404 or 409 (see the README).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::conveyor::{self, CreatedResponse, Resource, ResourceDefinition};
+use crate::events::embedded::EmbeddedQueue;
+use crate::registry::Registry;
+use crate::store::{NewEvent, Store, StoreError};
+use crate::wasm::ApiClient;
+use crate::wasm::bindings::{ClientError, Created};
+
+/// Why a control-plane call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is invalid (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something named does not exist (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The object already exists (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed (HTTP 500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+/// A change that was stored, with the run its events started.
+#[derive(Debug, Clone)]
+pub struct Change<T> {
+    /// The stored object.
+    pub value: T,
+    /// The run id of the events it sent (also when no driver listens).
+    pub run_id: String,
+}
+
+/// Resource definitions and resources.
+pub struct Resources {
+    store: Arc<Store>,
+    registry: Arc<Registry>,
+    queue: Arc<EmbeddedQueue>,
+}
+
+impl Resources {
+    /// The control plane over a store, sending events to the drivers in `registry`.
+    pub fn new(store: Arc<Store>, registry: Arc<Registry>, queue: Arc<EmbeddedQueue>) -> Self {
+        Resources {
+            store,
+            registry,
+            queue,
+        }
+    }
+
+    // ---- definitions ----
+
+    /// `POST /resource-definitions`.
+    pub fn create_definition(&self, mut def: ResourceDefinition) -> Result<ResourceDefinition> {
+        require_name(&def.name, "Resource definition name is required")?;
+        check_schema(&def.schema)?;
+        def.id = uuid::Uuid::new_v4().to_string();
+        if !self.store.insert_definition(&def)? {
+            return Err(ServiceError::Conflict(format!(
+                "Failed to insert resource definition: resource definition with name {} already exists",
+                def.name
+            )));
+        }
+        Ok(def)
+    }
+
+    /// `POST /resource-definitions/apply`: create or replace, keeping the id of an existing
+    /// definition (upstream stores an empty id here; that is a bug).
+    pub fn apply_definition(&self, mut def: ResourceDefinition) -> Result<ResourceDefinition> {
+        require_name(&def.name, "Resource name is required")?;
+        check_schema(&def.schema)?;
+        def.id = match self.store.definition(&def.name)? {
+            Some(old) if !old.id.is_empty() => old.id,
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        self.store.upsert_definition(&def)?;
+        Ok(def)
+    }
+
+    /// `GET /resource-definitions/{name}`.
+    pub fn definition(&self, name: &str) -> Result<ResourceDefinition> {
+        self.store
+            .definition(name)?
+            .ok_or_else(|| definition_not_found(name))
+    }
+
+    /// `PUT /resource-definitions/{name}`: replaces the definition; the name comes from the
+    /// path and the id is kept.
+    pub fn replace_definition(
+        &self,
+        name: &str,
+        mut def: ResourceDefinition,
+    ) -> Result<ResourceDefinition> {
+        check_schema(&def.schema)?;
+        let old = self.definition(name)?;
+        def.id = old.id;
+        def.name = name.to_string();
+        if !self.store.replace_definition(name, &def)? {
+            return Err(definition_not_found(name));
+        }
+        Ok(def)
+    }
+
+    /// `DELETE /resource-definitions/{name}`.
+    pub fn delete_definition(&self, name: &str) -> Result<()> {
+        if self.store.delete_definition(name)? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!(
+                "Failed to delete resource definition: resource definition with name {name} not found"
+            )))
+        }
+    }
+
+    // ---- resources ----
+
+    /// `POST /resources`: validates the spec, stores version 1, and sends `create` to every
+    /// driver listening to the type, in one transaction.
+    pub fn create_resource(&self, mut res: Resource) -> Result<CreatedResponse> {
+        if res.resource.is_empty() {
+            return Err(ServiceError::Invalid("Resource type is required".into()));
+        }
+        require_name(&res.name, "Resource name is required")?;
+        if res.name.contains('/') {
+            return Err(ServiceError::Invalid(format!(
+                "Resource name {:?} must not contain '/'",
+                res.name
+            )));
+        }
+        self.validate_spec(&res.resource, &res.spec)?;
+        if !res.pipeline.is_empty() {
+            return Err(ServiceError::Invalid(format!(
+                "Resource names pipeline {:?}, but pipelines are not supported by this version of conveyor-host",
+                res.pipeline
+            )));
+        }
+        res.id = uuid::Uuid::new_v4().to_string();
+        res.metadata = BTreeMap::from([("version".to_string(), "1".to_string())]);
+        let run_id = conveyor::new_run_id();
+        let events = self.events_for(&res, "create", &run_id)?;
+        if !self.store.insert_resource(&res, &events)? {
+            return Err(ServiceError::Conflict(format!(
+                "Failed to insert resource: resource with name {} and type {} already exists",
+                res.name, res.resource
+            )));
+        }
+        self.queue.wake();
+        Ok(CreatedResponse {
+            message: "Resource created successfully".into(),
+            name: res.name,
+            runid: run_id,
+            version: "1".into(),
+        })
+    }
+
+    /// `GET /resources/{type}/{name}`.
+    pub fn resource(&self, kind: &str, name: &str) -> Result<Resource> {
+        self.store
+            .resource(kind, name)?
+            .ok_or_else(|| resource_not_found(kind, name))
+    }
+
+    /// `GET /resources/{type}/{name}/{version}`.
+    pub fn resource_version(&self, kind: &str, name: &str, version: &str) -> Result<Resource> {
+        self.store
+            .resource_version(kind, name, version)?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "Failed to find resource: resource with name {name}, type {kind} and version {version} not found"
+                ))
+            })
+    }
+
+    /// `PUT /resources/{type}/{name}`: validates the new spec against the type's definition,
+    /// stores it as the next version (keeping the id) and sends `update`.
+    pub fn update_resource(&self, kind: &str, name: &str, body: Resource) -> Result<Change<Resource>> {
+        if !body.resource.is_empty() && body.resource != kind {
+            return Err(ServiceError::Invalid(format!(
+                "Resource type {} in the body does not match {kind} in the path",
+                body.resource
+            )));
+        }
+        if !body.name.is_empty() && body.name != name {
+            return Err(ServiceError::Invalid(format!(
+                "Resource name {} in the body does not match {name} in the path",
+                body.name
+            )));
+        }
+        self.validate_spec(kind, &body.spec)?;
+        let run_id = conveyor::new_run_id();
+        let mut events = Ok(Vec::new());
+        let updated = self.store.update_resource(
+            kind,
+            name,
+            |current| {
+                let mut metadata = body.metadata;
+                metadata.insert("version".into(), (current.version() + 1).to_string());
+                Resource {
+                    id: current.id,
+                    name: name.to_string(),
+                    pipeline: current.pipeline,
+                    resource: kind.to_string(),
+                    metadata,
+                    spec: body.spec,
+                }
+            },
+            |new| {
+                events = self.events_for(new, "update", &run_id);
+                events.as_ref().map(Clone::clone).unwrap_or_default()
+            },
+        )?;
+        events?;
+        let value = updated.ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "Failed to update resource: resource with name {name} and type {kind} not found"
+            ))
+        })?;
+        self.queue.wake();
+        Ok(Change { value, run_id })
+    }
+
+    /// `DELETE /resources/{type}/{name}`: removes the current state (version snapshots stay)
+    /// and sends `delete` with the last state as payload.
+    pub fn delete_resource(&self, kind: &str, name: &str) -> Result<Change<Resource>> {
+        let run_id = conveyor::new_run_id();
+        let mut events = Ok(Vec::new());
+        let deleted = self.store.delete_resource(kind, name, |old| {
+            events = self.events_for(old, "delete", &run_id);
+            events.as_ref().map(Clone::clone).unwrap_or_default()
+        })?;
+        events?;
+        let value = deleted.ok_or_else(|| resource_not_found(kind, name))?;
+        self.queue.wake();
+        Ok(Change { value, run_id })
+    }
+
+    fn validate_spec(&self, kind: &str, spec: &serde_json::Value) -> Result<()> {
+        let def = self.definition(kind).map_err(|e| match e {
+            ServiceError::NotFound(m) => ServiceError::NotFound(format!("Failed to find resource definition: {m}")),
+            other => other,
+        })?;
+        if def.schema.is_null() {
+            return Err(ServiceError::Invalid(
+                "Resource definition schema is required".into(),
+            ));
+        }
+        let validator = jsonschema::validator_for(&def.schema).map_err(|e| {
+            ServiceError::Invalid(format!(
+                "Resource validation failed: failed to compile schema: {e}"
+            ))
+        })?;
+        if let Some(err) = validator.iter_errors(spec).next() {
+            return Err(ServiceError::Invalid(format!(
+                "Resource validation failed: '{}' does not validate with #{}: {err}",
+                err.instance_path, err.schema_path
+            )));
+        }
+        Ok(())
+    }
+
+    /// One event per listening driver, all sharing the run id and message id, as one NATS
+    /// message on `resources.<type>` reaches every driver's consumer.
+    fn events_for(&self, res: &Resource, event: &str, run_id: &str) -> Result<Vec<NewEvent>> {
+        let payload = serde_json::to_string(res).map_err(StoreError::from)?;
+        let message_id = conveyor::new_message_id();
+        Ok(self
+            .registry
+            .interested(&res.resource, event)
+            .into_iter()
+            .map(|driver| NewEvent {
+                driver,
+                event: event.to_string(),
+                run_id: run_id.to_string(),
+                message_id: message_id.clone(),
+                resource_type: res.resource.clone(),
+                resource_name: res.name.clone(),
+                pipeline: (!res.pipeline.is_empty()).then(|| res.pipeline.clone()),
+                payload: payload.clone(),
+            })
+            .collect())
+    }
+}
+
+fn require_name(name: &str, message: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(ServiceError::Invalid(message.to_string()));
+    }
+    Ok(())
+}
+
+/// Upstream stores any schema and fails at the first resource; refusing a schema that does not
+/// compile when it is stored points at the real mistake.
+fn check_schema(schema: &serde_json::Value) -> Result<()> {
+    if schema.is_null() {
+        return Ok(());
+    }
+    jsonschema::validator_for(schema)
+        .map(drop)
+        .map_err(|e| ServiceError::Invalid(format!("Invalid schema: {e}")))
+}
+
+fn definition_not_found(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!(
+        "resource definition with name {name} not found"
+    ))
+}
+
+fn resource_not_found(kind: &str, name: &str) -> ServiceError {
+    ServiceError::NotFound(format!(
+        "Failed to find resource: resource with name {name} and type {kind} not found"
+    ))
+}
+
+impl From<ServiceError> for ClientError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => ClientError::Invalid(m),
+            ServiceError::NotFound(m) => ClientError::NotFound(m),
+            ServiceError::Conflict(m) => ClientError::Conflict(m),
+            ServiceError::Store(e) => ClientError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> std::result::Result<T, ClientError> {
+    serde_json::from_str(json).map_err(|e| ClientError::Invalid(format!("Invalid request payload: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> std::result::Result<String, ClientError> {
+    serde_json::to_string(value).map_err(|e| ClientError::Unavailable(e.to_string()))
+}
+
+/// The drivers' API client in embedded mode: the same calls as the HTTP API, in process.
+#[async_trait::async_trait]
+impl ApiClient for Resources {
+    async fn get_resource(&self, kind: &str, name: &str) -> std::result::Result<String, ClientError> {
+        encode(&self.resource(kind, name)?)
+    }
+
+    async fn create_resource(&self, json: &str) -> std::result::Result<Created, ClientError> {
+        let created = Resources::create_resource(self, parse(json)?)?;
+        Ok(Created {
+            name: created.name,
+            run_id: created.runid,
+            version: created.version,
+        })
+    }
+
+    async fn update_resource(
+        &self,
+        kind: &str,
+        name: &str,
+        json: &str,
+    ) -> std::result::Result<String, ClientError> {
+        encode(&Resources::update_resource(self, kind, name, parse(json)?)?.value)
+    }
+
+    async fn get_resource_definition(&self, name: &str) -> std::result::Result<String, ClientError> {
+        encode(&self.definition(name)?)
+    }
+}

@@ -1,0 +1,11 @@
+//! Host bindings generated from `wit/driver.wit`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "driver",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use conveyor::driver::client::{ClientError, Created};
+pub use conveyor::driver::types::{DriverInfo as WitDriverInfo, Outcome};

@@ -1,0 +1,5 @@
+//! The host side of the WIT imports, one module per capability.
+
+pub mod client;
+pub mod log;
+pub mod stdio;
