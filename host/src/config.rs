@@ -191,6 +191,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
+        // Absolute, so that paths in logs and `GET /drivers` do not depend on the working
+        // directory the host was started from.
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),

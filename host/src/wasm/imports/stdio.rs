@@ -84,6 +84,10 @@ impl State {
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.strip_suffix('\r').unwrap_or(&text);
+        // Blank lines carry nothing in a log view (a Rust panic message starts with one).
+        if text.trim().is_empty() {
+            return;
+        }
         self.logger.log(
             [("stream".to_string(), self.stream.to_string())],
             text.to_string(),
