@@ -43,7 +43,9 @@ async fn sample_driver_reconciles_with_logs_over_http_websocket_and_sse() {
         "{}/logs/streams/sample-driver/{run}",
         host.url.replacen("http", "ws", 1)
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("websocket");
     let sse = reqwest::get(host.at(&format!("/logs/streams/sample-driver/{run}")))
         .await
         .expect("sse");
@@ -73,18 +75,27 @@ async fn sample_driver_reconciles_with_logs_over_http_websocket_and_sse() {
         let steps: Vec<&str> = lines.iter().map(|l| l["step"].as_str().unwrap()).collect();
         assert_eq!(steps, ["1", "2", "3", "4", "5"], "{lines:?}");
         for (i, l) in lines.iter().enumerate() {
-            assert_eq!(l["message"], format!("Sample Driver Working... {}/5", i + 1));
+            assert_eq!(
+                l["message"],
+                format!("Sample Driver Working... {}/5", i + 1)
+            );
             assert_eq!(l["runid"], run.as_str());
             assert_eq!(l["driver"], "sample-driver");
-            assert!(l["timestamp"].as_str().unwrap().contains('.'), "sub-second: {l}");
+            assert!(
+                l["timestamp"].as_str().unwrap().contains('.'),
+                "sub-second: {l}"
+            );
         }
     }
 
     // The result is also on the resource, where Conveyor's engine keeps it.
     let (_, res) = host.get("/resources/resource-1/app").await;
-    let stored: Value =
-        serde_json::from_str(res["metadata"]["driverresults.sample-driver"].as_str().unwrap())
-            .unwrap();
+    let stored: Value = serde_json::from_str(
+        res["metadata"]["driverresults.sample-driver"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(stored["success"], true);
     assert_eq!(res["metadata"]["version"], "1");
 }
@@ -129,7 +140,10 @@ async fn bad_requests_get_clear_json_errors() {
 
     // A spec that fails the schema: 400 naming the failure.
     let (status, body) = host
-        .post("/resources", &json!({"name": "x", "resource": "pipe", "spec": {"image": "a"}}))
+        .post(
+            "/resources",
+            &json!({"name": "x", "resource": "pipe", "spec": {"image": "a"}}),
+        )
         .await;
     assert_eq!(status, 400);
     let error = body["error"].as_str().unwrap();
@@ -147,7 +161,10 @@ async fn bad_requests_get_clear_json_errors() {
 
     // A missing definition: 404 (upstream answers 500).
     let (status, body) = host
-        .post("/resources", &json!({"name": "x", "resource": "nope", "spec": {}}))
+        .post(
+            "/resources",
+            &json!({"name": "x", "resource": "nope", "spec": {}}),
+        )
         .await;
     assert_eq!(status, 404);
     assert_eq!(
@@ -162,20 +179,36 @@ async fn bad_requests_get_clear_json_errors() {
             .post(host.at("/resources"))
             .header("content-type", "application/json")
             .body("{\"name\": "),
-        client.post(host.at("/resources")).body(r#"{"name":"x","resource":"pipe"}"#),
+        client
+            .post(host.at("/resources"))
+            .body(r#"{"name":"x","resource":"pipe"}"#),
     ] {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 400);
         let body: Value = response.json().await.unwrap();
-        assert!(body["error"].as_str().unwrap().starts_with("Invalid request payload"), "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid request payload"),
+            "{body}"
+        );
     }
 
     // No type; duplicate; unknown resource; unknown route.
-    let (status, body) = host.post("/resources", &json!({"name": "x", "spec": {}})).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("Resource type is required")));
+    let (status, body) = host
+        .post("/resources", &json!({"name": "x", "spec": {}}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("Resource type is required"))
+    );
     host.create("pipe", "one", json!({"steps": []})).await;
     let (status, body) = host
-        .post("/resources", &json!({"name": "one", "resource": "pipe", "spec": {"steps": []}}))
+        .post(
+            "/resources",
+            &json!({"name": "one", "resource": "pipe", "spec": {"steps": []}}),
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("already exists"));
@@ -183,7 +216,10 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("ghost"));
     let (status, body) = host.get("/no/such/route").await;
-    assert_eq!((status, body["error"].as_str()), (404, Some("Cannot GET /no/such/route")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("Cannot GET /no/such/route"))
+    );
     let (status, body) = host.get("/health").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("healthy")));
 }
@@ -204,7 +240,10 @@ async fn updates_and_deletes_send_events_and_keep_versions() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let update_run = response.headers()["x-conveyor-run-id"].to_str().unwrap().to_string();
+    let update_run = response.headers()["x-conveyor-run-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let updated: Value = response.json().await.unwrap();
     assert_eq!(updated["metadata"]["version"], "2");
     let result = host.result(&update_run).await;
@@ -223,10 +262,17 @@ async fn updates_and_deletes_send_events_and_keep_versions() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    let delete_run = response.headers()["x-conveyor-run-id"].to_str().unwrap().to_string();
+    let delete_run = response.headers()["x-conveyor-run-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(host.result(&delete_run).await["data"]["event"], "delete");
     assert_eq!(host.get("/resources/test/r").await.0, 404);
-    assert_eq!(host.get("/resources/test/r/2").await.0, 200, "snapshots survive a delete");
+    assert_eq!(
+        host.get("/resources/test/r/2").await.0,
+        200,
+        "snapshots survive a delete"
+    );
 
     // Definitions: apply keeps the id; PUT replaces; DELETE removes.
     let (_, def) = host.get("/resource-definitions/test").await;
@@ -239,10 +285,16 @@ async fn updates_and_deletes_send_events_and_keep_versions() {
     assert_eq!(status, 201);
     assert_eq!(applied["id"], def["id"]);
     let (status, _) = host
-        .put("/resource-definitions/test", &json!({"schema": {"type": "object"}, "version": "3"}))
+        .put(
+            "/resource-definitions/test",
+            &json!({"schema": {"type": "object"}, "version": "3"}),
+        )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(host.get("/resource-definitions/test").await.1["version"], "3");
+    assert_eq!(
+        host.get("/resource-definitions/test").await.1["version"],
+        "3"
+    );
     let status = reqwest::Client::new()
         .delete(host.at("/resource-definitions/test"))
         .send()
@@ -265,8 +317,14 @@ async fn broken_and_hostile_drivers_do_not_hurt_the_host() {
         "[defaults]\ntimeout = \"3s\"\nmemory = \"32MiB\"\nmax_attempts = 1\n",
     );
     let log = host.log();
-    assert!(log.contains("broken.wasm") && log.contains("not a WebAssembly file"), "{log}");
-    assert!(log.contains("core.wasm") && log.contains("not a component"), "{log}");
+    assert!(
+        log.contains("broken.wasm") && log.contains("not a WebAssembly file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("core.wasm") && log.contains("not a component"),
+        "{log}"
+    );
     let (_, drivers) = host.get("/drivers").await;
     let states: Vec<(String, String)> = drivers
         .as_array()
@@ -274,7 +332,10 @@ async fn broken_and_hostile_drivers_do_not_hurt_the_host() {
         .iter()
         .map(|d| {
             let id = d["name"].as_str().or(d["file"].as_str()).unwrap();
-            (id.rsplit('/').next().unwrap().to_string(), d["state"].as_str().unwrap().to_string())
+            (
+                id.rsplit('/').next().unwrap().to_string(),
+                d["state"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     for expected in [
@@ -284,7 +345,9 @@ async fn broken_and_hostile_drivers_do_not_hurt_the_host() {
         ("core.wasm", "failed"),
     ] {
         assert!(
-            states.iter().any(|(n, s)| (n.as_str(), s.as_str()) == expected),
+            states
+                .iter()
+                .any(|(n, s)| (n.as_str(), s.as_str()) == expected),
             "{expected:?} in {states:?}"
         );
     }
@@ -292,16 +355,24 @@ async fn broken_and_hostile_drivers_do_not_hurt_the_host() {
     host.define("test", json!({"type": "object"})).await;
     host.define("resource-1", sample_schema()).await;
     let panic = host
-        .create("test", "panic", json!({"action": "panic", "message": "the spec is wrong"}))
+        .create(
+            "test",
+            "panic",
+            json!({"action": "panic", "message": "the spec is wrong"}),
+        )
         .await;
     let looping = host.create("test", "loop", json!({"action": "loop"})).await;
-    let hog = host.create("test", "hog", json!({"action": "memory"})).await;
+    let hog = host
+        .create("test", "hog", json!({"action": "memory"}))
+        .await;
 
     // While the loop spins, the host answers and another driver completes.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     assert_eq!(host.get("/health").await.0, 200);
-    let sample = host.create("resource-1", "ok", json!({"delay_ms": 0})).await;
+    let sample = host
+        .create("resource-1", "ok", json!({"delay_ms": 0}))
+        .await;
     assert_eq!(host.result(&sample).await["success"], true);
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -310,19 +381,30 @@ async fn broken_and_hostile_drivers_do_not_hurt_the_host() {
     );
 
     let r = host.result(&panic).await;
-    assert_eq!((r["success"].as_bool(), r["failure_kind"].as_str()), (Some(false), Some("trap")));
+    assert_eq!(
+        (r["success"].as_bool(), r["failure_kind"].as_str()),
+        (Some(false), Some("trap"))
+    );
     let message = r["message"].as_str().unwrap();
-    assert!(message.contains("panicked") && message.contains("the spec is wrong"), "{message}");
+    assert!(
+        message.contains("panicked") && message.contains("the spec is wrong"),
+        "{message}"
+    );
     let stderr: Vec<Value> = host.logs(&panic).await;
     assert!(
-        stderr.iter().any(|l| l["stream"] == "stderr" && l["message"] == "the spec is wrong"),
+        stderr
+            .iter()
+            .any(|l| l["stream"] == "stderr" && l["message"] == "the spec is wrong"),
         "the panic text is in the run's log: {stderr:?}"
     );
 
     let r = host.result(&looping).await;
     assert_eq!(r["failure_kind"], "wall-timeout", "{r}");
     let took = duration_between(&r["started_at"], &r["finished_at"]);
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 
     let r = host.result(&hog).await;
     assert_eq!(r["failure_kind"], "memory-exceeded", "{r}");
@@ -348,20 +430,36 @@ async fn drivers_use_the_api_client_and_their_output_is_logged() {
     let host = Host::start(dir.path(), "");
     host.define("test", json!({"type": "object"})).await;
 
-    let run = host.create("test", "reader", json!({"action": "client"})).await;
+    let run = host
+        .create("test", "reader", json!({"action": "client"}))
+        .await;
     let r = host.result(&run).await;
     assert_eq!(r["success"], true, "{r}");
     let (_, me) = host.get("/resources/test/reader").await;
     assert_eq!(r["data"]["id"], me["id"]);
     assert_eq!(r["data"]["definition"], "test");
-    assert!(r["data"]["missing"].as_str().unwrap().starts_with("not found"), "{r}");
+    assert!(
+        r["data"]["missing"]
+            .as_str()
+            .unwrap()
+            .starts_with("not found"),
+        "{r}"
+    );
 
     let run = host
-        .create("test", "printer", json!({"action": "stdout", "message": "hello from wasm"}))
+        .create(
+            "test",
+            "printer",
+            json!({"action": "stdout", "message": "hello from wasm"}),
+        )
         .await;
     host.result(&run).await;
     let lines = host.logs(&run).await;
-    assert!(lines.iter().any(|l| l["stream"] == "stdout" && l["message"] == "hello from wasm"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stream"] == "stdout" && l["message"] == "hello from wasm")
+    );
     assert!(
         lines
             .iter()
@@ -374,13 +472,20 @@ async fn drivers_use_the_api_client_and_their_output_is_logged() {
 #[tokio::test]
 async fn transient_failures_are_retried_with_backoff() {
     let dir = workdir(&["test-driver"]);
-    let host = Host::start(dir.path(), "[defaults]\nmax_attempts = 3\nbackoff = \"200ms\"\n");
+    let host = Host::start(
+        dir.path(),
+        "[defaults]\nmax_attempts = 3\nbackoff = \"200ms\"\n",
+    );
     host.define("test", json!({"type": "object"})).await;
     let run = host
         .create("test", "flaky", json!({"action": "flaky", "succeed_on": 3}))
         .await;
     let r = host.result(&run).await;
-    assert_eq!((r["success"].as_bool(), r["attempts"].as_u64()), (Some(true), Some(3)), "{r}");
+    assert_eq!(
+        (r["success"].as_bool(), r["attempts"].as_u64()),
+        (Some(true), Some(3)),
+        "{r}"
+    );
     let notes: Vec<Value> = host
         .logs(&run)
         .await
@@ -388,15 +493,34 @@ async fn transient_failures_are_retried_with_backoff() {
         .filter(|l| l["source"] == "host")
         .collect();
     assert_eq!(notes.len(), 2, "{notes:?}");
-    assert!(notes[1]["message"].as_str().unwrap().contains("retrying in 400ms"), "{notes:?}");
+    assert!(
+        notes[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retrying in 400ms"),
+        "{notes:?}"
+    );
 
     // A driver that never succeeds gives up after max_attempts, saying so.
     let run = host
-        .create("test", "hopeless", json!({"action": "flaky", "succeed_on": 99}))
+        .create(
+            "test",
+            "hopeless",
+            json!({"action": "flaky", "succeed_on": 99}),
+        )
         .await;
     let r = host.result(&run).await;
-    assert_eq!((r["success"].as_bool(), r["attempts"].as_u64()), (Some(false), Some(3)));
-    assert!(r["message"].as_str().unwrap().contains("gave up after 3 attempts"), "{r}");
+    assert_eq!(
+        (r["success"].as_bool(), r["attempts"].as_u64()),
+        (Some(false), Some(3))
+    );
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 3 attempts"),
+        "{r}"
+    );
 }
 
 /// Events accepted before the host was killed are processed after it starts again, and the
@@ -411,9 +535,15 @@ async fn events_survive_a_crash_and_drivers_load_from_the_cache() {
     host.define("test", json!({"type": "object"})).await;
 
     // One slow event in flight, nine queued behind it (concurrency 1), then SIGKILL.
-    let mut runs = vec![host.create("test", "slow", json!({"action": "sleep", "ms": 5000})).await];
+    let mut runs = vec![
+        host.create("test", "slow", json!({"action": "sleep", "ms": 5000}))
+            .await,
+    ];
     for i in 0..9 {
-        runs.push(host.create("test", &format!("r{i}"), json!({"action": "ok"})).await);
+        runs.push(
+            host.create("test", &format!("r{i}"), json!({"action": "ok"}))
+                .await,
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     host.kill();
@@ -423,11 +553,18 @@ async fn events_survive_a_crash_and_drivers_load_from_the_cache() {
     assert_eq!(drivers[0]["loaded_from"], "cache", "{drivers}");
     for run in &runs {
         let results = host.results(run, 1, Duration::from_secs(60)).await;
-        assert_eq!(results.len(), 1, "each event has exactly one result: {results:?}");
+        assert_eq!(
+            results.len(),
+            1,
+            "each event has exactly one result: {results:?}"
+        );
         assert_eq!(results[0]["success"], true, "{results:?}");
     }
     let slow = host.result(&runs[0]).await;
-    assert_eq!(slow["attempts"], 2, "the interrupted run counts its first attempt: {slow}");
+    assert_eq!(
+        slow["attempts"], 2,
+        "the interrupted run counts its first attempt: {slow}"
+    );
 }
 
 /// `conveyor-host check` explains what a file is, or why it would not load.
@@ -442,7 +579,11 @@ fn check_describes_components_and_refuses_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("text.wasm", b"hello".as_slice(), "not a WebAssembly file"),
-        ("core.wasm", b"\0asm\x01\0\0\0".as_slice(), "core WebAssembly module"),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0".as_slice(),
+            "core WebAssembly module",
+        ),
     ];
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
@@ -462,9 +603,18 @@ fn config_errors_name_the_file_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("host.toml");
     for (text, key) in [
-        ("drivers_dir = \".\"\ndata_dir = \"d\"\n[defaults]\ntimeout = \"forever\"\n", "timeout"),
-        ("drivers_dir = \".\"\ndata_dir = \"d\"\n[api]\nlisten = \"nowhere\"\n", "listen"),
-        ("drivers_dir = \".\"\ndata_dir = \"d\"\nworkers = 4\n", "workers"),
+        (
+            "drivers_dir = \".\"\ndata_dir = \"d\"\n[defaults]\ntimeout = \"forever\"\n",
+            "timeout",
+        ),
+        (
+            "drivers_dir = \".\"\ndata_dir = \"d\"\n[api]\nlisten = \"nowhere\"\n",
+            "listen",
+        ),
+        (
+            "drivers_dir = \".\"\ndata_dir = \"d\"\nworkers = 4\n",
+            "workers",
+        ),
     ] {
         std::fs::write(&path, text).unwrap();
         let (code, _, err) = run_cli(&["run", "--config", path.to_str().unwrap()]);

@@ -63,7 +63,11 @@ pub async fn check(path: &Path) -> anyhow::Result<String> {
     };
     writeln!(out, "  events:    {events}")?;
     writeln!(out, "  sha256:    {}", compiled.sha256)?;
-    writeln!(out, "  compiled in {:.0} ms", compiled.elapsed.as_secs_f64() * 1e3)?;
+    writeln!(
+        out,
+        "  compiled in {:.0} ms",
+        compiled.elapsed.as_secs_f64() * 1e3
+    )?;
     writeln!(out, "  imports:")?;
     for i in &imports {
         writeln!(out, "    {i}")?;

@@ -6,9 +6,8 @@ use time::macros::format_description;
 
 /// Formats a time as `2026-01-01T12:00:00.123456Z`.
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    let format = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     t.to_offset(time::UtcOffset::UTC)
         .format(&format)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())

@@ -176,11 +176,13 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid size {s:?} ({e}); use a number and a unit, such as \"64MiB\""
-        ))
-    })
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid size {s:?} ({e}); use a number and a unit, such as \"64MiB\""
+            ))
+        })
 }
 
 impl Config {
@@ -213,12 +215,15 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         let d = &self.defaults;
         let checks = [
-            (d.timeout.is_zero(), "defaults.timeout: must be more than zero"),
             (
-                d.memory < 1 << 20,
-                "defaults.memory: must be at least 1MiB",
+                d.timeout.is_zero(),
+                "defaults.timeout: must be more than zero",
             ),
-            (d.concurrency == 0, "defaults.concurrency: must be at least 1"),
+            (d.memory < 1 << 20, "defaults.memory: must be at least 1MiB"),
+            (
+                d.concurrency == 0,
+                "defaults.concurrency: must be at least 1",
+            ),
             (
                 d.max_attempts == 0,
                 "defaults.max_attempts: must be at least 1",
@@ -309,8 +314,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = parse("drivers_dir = \"d\"\ndata_dir = \"x\"\n[api]\nlisten_on = \"1\"\n")
-            .unwrap_err();
+        let e =
+            parse("drivers_dir = \"d\"\ndata_dir = \"x\"\n[api]\nlisten_on = \"1\"\n").unwrap_err();
         assert!(e.contains("listen_on"), "{e}");
     }
 

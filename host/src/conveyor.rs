@@ -159,7 +159,10 @@ mod tests {
     fn ids_have_conveyor_shapes() {
         let m = new_message_id();
         assert_eq!(m.len(), 24);
-        assert!(m.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            m.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert!(uuid::Uuid::parse_str(&new_run_id()).is_ok());
     }
 }

@@ -20,8 +20,8 @@ use crate::resources::Resources;
 use crate::store::Store;
 use crate::wasm::Sandbox;
 use crate::wasm::cache::ComponentCache;
-use crate::wasm::imports::log::TracingSink;
 use crate::wasm::engine::{self, EngineSettings};
+use crate::wasm::imports::log::TracingSink;
 
 /// How long open HTTP connections (log streams) get to close after a shutdown signal.
 const HTTP_DRAIN: Duration = Duration::from_secs(3);
@@ -78,7 +78,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
 
     let queue = EmbeddedQueue::new(store.clone());
-    let resources = Arc::new(Resources::new(store.clone(), registry.clone(), queue.clone()));
+    let resources = Arc::new(Resources::new(
+        store.clone(),
+        registry.clone(),
+        queue.clone(),
+    ));
     let manager = Manager::new(
         queue,
         registry.clone(),
@@ -137,14 +141,15 @@ async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the host");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the host");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -63,7 +63,10 @@ impl<S: EventSource> Manager<S> {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut loops = JoinSet::new();
         for driver in self.registry.all() {
-            loops.spawn(self.clone().driver_loop(driver.info.name.clone(), shutdown.clone()));
+            loops.spawn(
+                self.clone()
+                    .driver_loop(driver.info.name.clone(), shutdown.clone()),
+            );
         }
         while loops.join_next().await.is_some() {}
     }
@@ -134,7 +137,10 @@ impl<S: EventSource> Manager<S> {
         let _key = self
             .keys
             .clone()
-            .lock(format!("{}\0{}\0{}", d.driver, resource.resource, resource.name))
+            .lock(format!(
+                "{}\0{}\0{}",
+                d.driver, resource.resource, resource.name
+            ))
             .await;
 
         let pipeline = (!resource.pipeline.is_empty()).then_some(resource.pipeline.as_str());
@@ -156,7 +162,10 @@ impl<S: EventSource> Manager<S> {
             timeout: settings.timeout,
             memory: settings.memory,
         };
-        let outcome = self.sandbox.reconcile(&driver.pre, event, ctx, budget).await;
+        let outcome = self
+            .sandbox
+            .reconcile(&driver.pre, event, ctx, budget)
+            .await;
 
         let verdict = decide(outcome, d.attempt, settings);
         if let Some(line) = &verdict.note {
@@ -268,7 +277,13 @@ fn decide(outcome: RunOutcome, attempt: u32, settings: &DriverSettings) -> Verdi
     }
 }
 
-fn retry_note(attempt: u32, s: &DriverSettings, what: &str, delay: Duration, retrying: bool) -> String {
+fn retry_note(
+    attempt: u32,
+    s: &DriverSettings,
+    what: &str,
+    delay: Duration,
+    retrying: bool,
+) -> String {
     if retrying {
         format!(
             "attempt {attempt} of {} failed: {what}; retrying in {}",
@@ -330,7 +345,10 @@ impl Drop for KeyGuard {
     fn drop(&mut self) {
         self.guard.take();
         let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
             map.remove(&self.key);
         }
     }
@@ -381,7 +399,10 @@ mod tests {
             message: "busy".into(),
             data: None,
         };
-        assert_eq!(decide(retry(5000), 1, &settings(2)).retry, Some(Duration::from_secs(5)));
+        assert_eq!(
+            decide(retry(5000), 1, &settings(2)).retry,
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(decide(retry(1), 2, &settings(2)).retry, None);
     }
 

@@ -185,7 +185,12 @@ impl Resources {
 
     /// `PUT /resources/{type}/{name}`: validates the new spec against the type's definition,
     /// stores it as the next version (keeping the id) and sends `update`.
-    pub fn update_resource(&self, kind: &str, name: &str, body: Resource) -> Result<Change<Resource>> {
+    pub fn update_resource(
+        &self,
+        kind: &str,
+        name: &str,
+        body: Resource,
+    ) -> Result<Change<Resource>> {
         if !body.resource.is_empty() && body.resource != kind {
             return Err(ServiceError::Invalid(format!(
                 "Resource type {} in the body does not match {kind} in the path",
@@ -248,7 +253,9 @@ impl Resources {
 
     fn validate_spec(&self, kind: &str, spec: &serde_json::Value) -> Result<()> {
         let def = self.definition(kind).map_err(|e| match e {
-            ServiceError::NotFound(m) => ServiceError::NotFound(format!("Failed to find resource definition: {m}")),
+            ServiceError::NotFound(m) => {
+                ServiceError::NotFound(format!("Failed to find resource definition: {m}"))
+            }
             other => other,
         })?;
         if def.schema.is_null() {
@@ -312,9 +319,7 @@ fn check_schema(schema: &serde_json::Value) -> Result<()> {
 }
 
 fn definition_not_found(name: &str) -> ServiceError {
-    ServiceError::NotFound(format!(
-        "resource definition with name {name} not found"
-    ))
+    ServiceError::NotFound(format!("resource definition with name {name} not found"))
 }
 
 fn resource_not_found(kind: &str, name: &str) -> ServiceError {
@@ -335,7 +340,8 @@ impl From<ServiceError> for ClientError {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> std::result::Result<T, ClientError> {
-    serde_json::from_str(json).map_err(|e| ClientError::Invalid(format!("Invalid request payload: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| ClientError::Invalid(format!("Invalid request payload: {e}")))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> std::result::Result<String, ClientError> {
@@ -345,7 +351,11 @@ fn encode<T: serde::Serialize>(value: &T) -> std::result::Result<String, ClientE
 /// The drivers' API client in embedded mode: the same calls as the HTTP API, in process.
 #[async_trait::async_trait]
 impl ApiClient for Resources {
-    async fn get_resource(&self, kind: &str, name: &str) -> std::result::Result<String, ClientError> {
+    async fn get_resource(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> std::result::Result<String, ClientError> {
         encode(&self.resource(kind, name)?)
     }
 
@@ -367,7 +377,10 @@ impl ApiClient for Resources {
         encode(&Resources::update_resource(self, kind, name, parse(json)?)?.value)
     }
 
-    async fn get_resource_definition(&self, name: &str) -> std::result::Result<String, ClientError> {
+    async fn get_resource_definition(
+        &self,
+        name: &str,
+    ) -> std::result::Result<String, ClientError> {
         encode(&self.definition(name)?)
     }
 }

@@ -235,9 +235,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let existed = tx
-            .query_row("SELECT 1 FROM definitions WHERE name = ?1", [&def.name], |_| {
-                Ok(())
-            })
+            .query_row(
+                "SELECT 1 FROM definitions WHERE name = ?1",
+                [&def.name],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some();
         tx.execute(
@@ -478,7 +480,8 @@ impl Store {
 
     /// Removes an event that can never be delivered (its payload is unusable).
     pub fn discard(&self, id: i64) -> Result<()> {
-        self.conn().execute("DELETE FROM queue WHERE id = ?1", [id])?;
+        self.conn()
+            .execute("DELETE FROM queue WHERE id = ?1", [id])?;
         Ok(())
     }
 
@@ -603,7 +606,11 @@ impl Store {
     }
 }
 
-fn read_resource(tx: &rusqlite::Transaction<'_>, kind: &str, name: &str) -> Result<Option<Resource>> {
+fn read_resource(
+    tx: &rusqlite::Transaction<'_>,
+    kind: &str,
+    name: &str,
+) -> Result<Option<Resource>> {
     let json: Option<String> = tx
         .query_row(
             "SELECT json FROM resources WHERE type = ?1 AND name = ?2",
@@ -680,8 +687,14 @@ mod tests {
     #[test]
     fn resource_insert_is_atomic_with_its_events() {
         let (_d, s) = store();
-        assert!(s.insert_resource(&resource("a"), &[event("d1", "a")]).unwrap());
-        assert!(!s.insert_resource(&resource("a"), &[event("d1", "a")]).unwrap());
+        assert!(
+            s.insert_resource(&resource("a"), &[event("d1", "a")])
+                .unwrap()
+        );
+        assert!(
+            !s.insert_resource(&resource("a"), &[event("d1", "a")])
+                .unwrap()
+        );
         assert_eq!(s.queue_depth().unwrap(), 1);
         assert!(s.resource_version("pipe", "a", "1").unwrap().is_some());
     }
@@ -692,20 +705,25 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         {
             let s = Store::open(&path).unwrap();
-            s.insert_resource(&resource("a"), &[event("d1", "a")]).unwrap();
+            s.insert_resource(&resource("a"), &[event("d1", "a")])
+                .unwrap();
             let q = s.claim_next("d1", 0).unwrap().unwrap();
             assert_eq!(q.attempt, 1);
             assert!(s.claim_next("d1", 0).unwrap().is_none());
         }
         let s = Store::open(&path).unwrap();
         let q = s.claim_next("d1", 0).unwrap().unwrap();
-        assert_eq!(q.attempt, 2, "a delivery interrupted by a stop counts as an attempt");
+        assert_eq!(
+            q.attempt, 2,
+            "a delivery interrupted by a stop counts as an attempt"
+        );
     }
 
     #[test]
     fn release_delays_and_complete_removes() {
         let (_d, s) = store();
-        s.insert_resource(&resource("a"), &[event("d1", "a")]).unwrap();
+        s.insert_resource(&resource("a"), &[event("d1", "a")])
+            .unwrap();
         let q = s.claim_next("d1", 0).unwrap().unwrap();
         s.release(q.id, 1_000).unwrap();
         assert!(s.claim_next("d1", 999).unwrap().is_none());
@@ -747,7 +765,11 @@ mod tests {
             labels: Default::default(),
         };
         let stored = s
-            .append_logs(vec![line("R", "b", "1"), line("R", "a", "2"), line("S", "a", "3")])
+            .append_logs(vec![
+                line("R", "b", "1"),
+                line("R", "a", "2"),
+                line("S", "a", "3"),
+            ])
             .unwrap();
         let run = s
             .logs(&LogFilter {
@@ -756,7 +778,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            run.iter().map(|l| l.log.message.as_str()).collect::<Vec<_>>(),
+            run.iter()
+                .map(|l| l.log.message.as_str())
+                .collect::<Vec<_>>(),
             ["1", "2"]
         );
         let after = s

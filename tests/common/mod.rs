@@ -39,12 +39,22 @@ pub fn driver_wasm(crate_name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", "sample-driver", "-p", "test-driver", "-p", "noop-driver"])
+            .args([
+                "-p",
+                "sample-driver",
+                "-p",
+                "test-driver",
+                "-p",
+                "noop-driver",
+            ])
             .current_dir(workspace())
             .env("CARGO_TARGET_DIR", target_dir())
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the drivers for wasm32-wasip2 failed");
+        assert!(
+            status.success(),
+            "building the drivers for wasm32-wasip2 failed"
+        );
     });
     target_dir()
         .join("wasm32-wasip2/release")
@@ -56,8 +66,11 @@ pub fn workdir(drivers: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("drivers")).expect("drivers dir");
     for d in drivers {
-        std::fs::copy(driver_wasm(d), dir.path().join("drivers").join(format!("{d}.wasm")))
-            .expect("copy driver");
+        std::fs::copy(
+            driver_wasm(d),
+            dir.path().join("drivers").join(format!("{d}.wasm")),
+        )
+        .expect("copy driver");
     }
     dir
 }
@@ -158,7 +171,10 @@ impl Host {
     /// Creates a definition (any schema) for `kind`.
     pub async fn define(&self, kind: &str, schema: Value) {
         let (status, body) = self
-            .post("/resource-definitions", &json!({"name": kind, "schema": schema}))
+            .post(
+                "/resource-definitions",
+                &json!({"name": kind, "schema": schema}),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
     }
@@ -166,7 +182,10 @@ impl Host {
     /// Creates a resource and returns its run id.
     pub async fn create(&self, kind: &str, name: &str, spec: Value) -> String {
         let (status, body) = self
-            .post("/resources", &json!({"name": name, "resource": kind, "spec": spec}))
+            .post(
+                "/resources",
+                &json!({"name": name, "resource": kind, "spec": spec}),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         body["runid"].as_str().expect("runid").to_string()
@@ -193,7 +212,9 @@ impl Host {
 
     /// Waits for one result.
     pub async fn result(&self, run_id: &str) -> Value {
-        self.results(run_id, 1, Duration::from_secs(60)).await.remove(0)
+        self.results(run_id, 1, Duration::from_secs(60))
+            .await
+            .remove(0)
     }
 
     /// The stored log lines of a run.
@@ -219,7 +240,10 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 
 /// Runs the host binary with arguments and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(HOST_BIN).args(args).output().expect("run conveyor-host");
+    let out = Command::new(HOST_BIN)
+        .args(args)
+        .output()
+        .expect("run conveyor-host");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

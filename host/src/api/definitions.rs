@@ -23,26 +23,36 @@ async fn create(
     State(s): State<AppState>,
     Body(def): Body<ResourceDefinition>,
 ) -> Result<(StatusCode, Json<ResourceDefinition>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.resources.create_definition(def)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.resources.create_definition(def)?),
+    ))
 }
 
 async fn apply(
     State(s): State<AppState>,
     Body(def): Body<ResourceDefinition>,
 ) -> Result<(StatusCode, Json<ResourceDefinition>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.resources.apply_definition(def)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.resources.apply_definition(def)?),
+    ))
 }
 
 async fn read(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ResourceDefinition>, ApiError> {
-    Ok(Json(s.resources.definition(&name).map_err(|e| match e {
-        crate::resources::ServiceError::NotFound(m) => crate::resources::ServiceError::NotFound(
-            format!("Failed to find resource definition: {m}"),
-        ),
-        other => other,
-    })?))
+    Ok(Json(s.resources.definition(&name).map_err(
+        |e| match e {
+            crate::resources::ServiceError::NotFound(m) => {
+                crate::resources::ServiceError::NotFound(format!(
+                    "Failed to find resource definition: {m}"
+                ))
+            }
+            other => other,
+        },
+    )?))
 }
 
 async fn replace(
@@ -53,7 +63,10 @@ async fn replace(
     Ok(Json(s.resources.replace_definition(&name, def)?))
 }
 
-async fn remove(State(s): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.resources.delete_definition(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -29,8 +29,11 @@ async fn list(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
             })
         })
         .collect();
-    out.extend(s.registry.failures().into_iter().map(|f| {
-        serde_json::json!({ "file": f.file, "state": "failed", "error": f.error })
-    }));
+    out.extend(
+        s.registry
+            .failures()
+            .into_iter()
+            .map(|f| serde_json::json!({ "file": f.file, "state": "failed", "error": f.error })),
+    );
     Json(out)
 }

@@ -45,7 +45,10 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
-async fn query(State(s): State<AppState>, Query(q): Query<LogQuery>) -> Result<Json<Vec<Log>>, ApiError> {
+async fn query(
+    State(s): State<AppState>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<Log>>, ApiError> {
     let filter = LogFilter {
         run_id: non_empty(q.runid),
         driver: non_empty(q.driver),
@@ -57,7 +60,10 @@ async fn query(State(s): State<AppState>, Query(q): Query<LogQuery>) -> Result<J
 }
 
 /// `POST /logs`: stores a line sent by an outside producer (upstream's route), and streams it.
-async fn append(State(s): State<AppState>, Body(mut log): Body<Log>) -> Result<(StatusCode, &'static str), ApiError> {
+async fn append(
+    State(s): State<AppState>,
+    Body(mut log): Body<Log>,
+) -> Result<(StatusCode, &'static str), ApiError> {
     if log.timestamp.is_empty() {
         log.timestamp = crate::clock::now_rfc3339();
     }
@@ -87,7 +93,11 @@ async fn stream(
                 Ok::<_, Infallible>(Event::default().id(l.seq.to_string()).data(json))
             });
             Sse::new(events)
-                .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat"))
+                .keep_alive(
+                    KeepAlive::new()
+                        .interval(Duration::from_secs(15))
+                        .text("heartbeat"),
+                )
                 .into_response()
         }
     }

@@ -51,7 +51,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(method: axum::http::Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("Cannot {method} {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("Cannot {method} {}", uri.path()),
+    )
 }
 
 /// An error answer: a status and `{"error": message}`.
@@ -76,7 +79,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
         }
-        (self.status, Json(ErrorBody { error: self.message })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 

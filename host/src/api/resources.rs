@@ -17,7 +17,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/resources", post(create).get(list_without_type))
         .route("/resources/", post(create).get(list_without_type))
-        .route("/resources/{kind}/{name}", get(read).put(update).delete(remove))
+        .route(
+            "/resources/{kind}/{name}",
+            get(read).put(update).delete(remove),
+        )
         .route("/resources/{kind}/{name}/{version}", get(read_version))
 }
 

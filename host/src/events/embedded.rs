@@ -70,7 +70,11 @@ impl EventSource for EmbeddedQueue {
         }
     }
 
-    async fn settle(&self, delivery: Delivery<i64>, settlement: Settlement) -> Result<(), SourceError> {
+    async fn settle(
+        &self,
+        delivery: Delivery<i64>,
+        settlement: Settlement,
+    ) -> Result<(), SourceError> {
         match settlement {
             Settlement::Done(result) => self.store.complete(delivery.token, &result)?,
             Settlement::Retry { delay } => {

@@ -60,7 +60,10 @@ pub trait EventSource: Send + Sync + 'static {
     type Token: Send + Sync + 'static;
 
     /// Waits for the next delivery for `driver`.
-    fn next(&self, driver: &str) -> impl Future<Output = Result<Delivery<Self::Token>, SourceError>> + Send;
+    fn next(
+        &self,
+        driver: &str,
+    ) -> impl Future<Output = Result<Delivery<Self::Token>, SourceError>> + Send;
 
     /// Records what became of a delivery. On success the delivery is never handed out again;
     /// on error it will be, later (at-least-once).

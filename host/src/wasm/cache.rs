@@ -81,7 +81,9 @@ impl ComponentCache {
     pub fn load(&self, wasm_path: &Path) -> Result<Compiled, LoadError> {
         let start = Instant::now();
         let (bytes, sha256) = read_component(wasm_path)?;
-        let artefact = self.dir.join(format!("{sha256}-{}.cwasm", self.engine_hash));
+        let artefact = self
+            .dir
+            .join(format!("{sha256}-{}.cwasm", self.engine_hash));
         if artefact.exists() {
             // SAFETY: the artefact was written by this host's own compiler (the cache
             // directory is the host's, and its name carries the engine's compatibility hash),
@@ -163,7 +165,10 @@ mod tests {
 
     #[test]
     fn header_checks() {
-        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
         assert!(matches!(
             check_header(b"\0asm\x01\0\0\0"),
             Err(LoadError::CoreModule)

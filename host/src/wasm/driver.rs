@@ -34,8 +34,9 @@ impl DriverInfo {
     /// Checks that the name and resource types can serve as NATS subject tokens and consumer
     /// names, as Conveyor requires.
     pub fn validate(&self) -> Result<(), String> {
-        let token_ok =
-            |s: &str| !s.is_empty() && !s.contains(['.', '*', '>']) && !s.contains(char::is_whitespace);
+        let token_ok = |s: &str| {
+            !s.is_empty() && !s.contains(['.', '*', '>']) && !s.contains(char::is_whitespace)
+        };
         if !token_ok(&self.name) {
             return Err(format!(
                 "driver name {:?} is not usable: it must be non-empty, without '.', '*', '>' or whitespace",
@@ -171,7 +172,11 @@ mod tests {
 
     #[test]
     fn names_must_be_subject_tokens() {
-        assert!(info("sample-driver", &["resource-1"], &[]).validate().is_ok());
+        assert!(
+            info("sample-driver", &["resource-1"], &[])
+                .validate()
+                .is_ok()
+        );
         assert!(info("a.b", &["x"], &[]).validate().is_err());
         assert!(info("a", &["x y"], &[]).validate().is_err());
         assert!(info("", &["x"], &[]).validate().is_err());

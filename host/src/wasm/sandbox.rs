@@ -278,7 +278,10 @@ impl Sandbox {
             if Instant::now() >= deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
-                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
 

@@ -13,7 +13,12 @@ pub trait ApiClient: Send + Sync {
     /// Creates a resource from JSON.
     async fn create_resource(&self, json: &str) -> Result<Created, ClientError>;
     /// Replaces a resource's state from JSON; returns the stored resource.
-    async fn update_resource(&self, kind: &str, name: &str, json: &str) -> Result<String, ClientError>;
+    async fn update_resource(
+        &self,
+        kind: &str,
+        name: &str,
+        json: &str,
+    ) -> Result<String, ClientError>;
     /// A resource definition, as JSON.
     async fn get_resource_definition(&self, name: &str) -> Result<String, ClientError>;
 }
@@ -46,7 +51,10 @@ impl Host for RunState {
         Ok(self.client.get_resource(&resource_type, &name).await)
     }
 
-    async fn create_resource(&mut self, json: String) -> wasmtime::Result<Result<Created, ClientError>> {
+    async fn create_resource(
+        &mut self,
+        json: String,
+    ) -> wasmtime::Result<Result<Created, ClientError>> {
         Ok(self.client.create_resource(&json).await)
     }
 
@@ -56,7 +64,10 @@ impl Host for RunState {
         name: String,
         json: String,
     ) -> wasmtime::Result<Result<String, ClientError>> {
-        Ok(self.client.update_resource(&resource_type, &name, &json).await)
+        Ok(self
+            .client
+            .update_resource(&resource_type, &name, &json)
+            .await)
     }
 
     async fn get_resource_definition(

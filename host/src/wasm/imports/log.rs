@@ -76,7 +76,11 @@ impl LogSink for TracingSink {
 }
 
 impl Host for RunState {
-    async fn log(&mut self, labels: Vec<(String, String)>, message: String) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        labels: Vec<(String, String)>,
+        message: String,
+    ) -> wasmtime::Result<()> {
         self.logger.log(labels, message);
         Ok(())
     }

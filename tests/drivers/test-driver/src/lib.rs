@@ -30,8 +30,14 @@ impl Driver for TestDriver {
             Err(e) => return DriverResult::failure(format!("bad payload: {e}")),
         };
         let spec = &resource.spec;
-        let text = |key: &str| spec.get(key).and_then(Value::as_str).unwrap_or("").to_string();
-        let number = |key: &str, default: u64| spec.get(key).and_then(Value::as_u64).unwrap_or(default);
+        let text = |key: &str| {
+            spec.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let number =
+            |key: &str, default: u64| spec.get(key).and_then(Value::as_u64).unwrap_or(default);
         match spec.get("action").and_then(Value::as_str).unwrap_or("ok") {
             "ok" => {
                 for i in 0..number("lines", 1) {
@@ -80,12 +86,15 @@ impl Driver for TestDriver {
                 let def = client::get_resource_definition(&resource.resource);
                 let missing = client::get_resource::<Value>("test", "does-not-exist");
                 match (me, def) {
-                    (Ok(me), Ok(def)) => DriverResult::success("read through the client").with_data(json!({
-                        "id": me.id,
-                        "definition": def.name,
-                        "missing": missing.err().map(|e| e.to_string()),
-                    })),
-                    (Err(e), _) | (_, Err(e)) => DriverResult::failure(format!("client failed: {e}")),
+                    (Ok(me), Ok(def)) => DriverResult::success("read through the client")
+                        .with_data(json!({
+                            "id": me.id,
+                            "definition": def.name,
+                            "missing": missing.err().map(|e| e.to_string()),
+                        })),
+                    (Err(e), _) | (_, Err(e)) => {
+                        DriverResult::failure(format!("client failed: {e}"))
+                    }
                 }
             }
             other => DriverResult::failure(format!("unknown action {other:?}")),

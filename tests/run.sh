@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of conveyor-host: formatting and lints, unit tests, and the end-to-end tests
+# (which build the example and test drivers for wasm32-wasip2 and start the real host).
+# Installs what it needs: the wasm32-wasip2 Rust target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    echo "==> installing the wasm32-wasip2 target"
+    rustup target add wasm32-wasip2
+fi
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "==> installing rustfmt and clippy"
+    rustup component add rustfmt clippy
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+echo "==> building the drivers (wasm32-wasip2)"
+cargo build --release --target wasm32-wasip2 -p sample-driver -p test-driver -p noop-driver
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "==> cargo test"
+cargo test -p conveyor-host -p conveyor-driver
