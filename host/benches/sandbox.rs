@@ -1,1 +1,442 @@
-fn main() {}
+//! The per-event sandbox path, against the raw wasmtime floor beneath it.
+//!
+//! Every event runs in a fresh instance, so the cost of setting one up and tearing it down is
+//! paid on every delivery. This benchmark measures, in one run so that the figures compare:
+//!
+//! - `floor/<driver>`: what wasmtime itself costs: a fresh `Store` with a bare state (an empty
+//!   WASI context, imports that do nothing), `instantiate_async` from the `InstancePre` and one
+//!   call of `reconcile`. No log capture, no memory limiter, no epoch callback, no timeout.
+//!   It uses the host's engine (the same pooling allocator and compiled code) but its own
+//!   linker, because the host's store state cannot be built outside the crate.
+//! - `sandbox/<driver>`: the host's real per-event path, `Sandbox::reconcile`, with stdout and
+//!   stderr captured into the run's log, the memory limiter, the wall-clock deadline (epoch
+//!   callback and Tokio timeout) and the result's conversion. Log lines go to a sink that only
+//!   counts them, so the log store (SQLite) is not measured.
+//!
+//! `noop` is a driver that returns at once; `log5` is the test driver logging five lines.
+//!
+//! The floor matters because it is what no change to the host can remove: the sandbox's
+//! figure minus the floor is the host's own overhead, and the ratio printed at the end says
+//! whether the host's bookkeeping is in proportion to the instantiation it wraps. Criterion
+//! reports each case; a second, plain timed loop (floor and sandbox interleaved) gives the
+//! means for that summary table.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use conveyor_host::conveyor::Log;
+use conveyor_host::wasm::bindings::conveyor::driver::{client, log, types};
+use conveyor_host::wasm::bindings::{ClientError, Created, Driver, DriverPre, Event, Outcome};
+use conveyor_host::wasm::engine::{self, EngineSettings};
+use conveyor_host::wasm::imports::client::NoClient;
+use conveyor_host::wasm::imports::log::RunLogger;
+use conveyor_host::wasm::sandbox::RunState;
+use conveyor_host::wasm::{
+    ApiClient, Budget, GuestOutcome, LogSink, RunContext, RunOutcome, Sandbox,
+};
+use criterion::Criterion;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+const NOOP_PAYLOAD: &str =
+    r#"{"id":"1","name":"b","resource":"noop","metadata":{"version":"1"},"spec":{}}"#;
+const LOG5_PAYLOAD: &str = r#"{"id":"1","name":"b","resource":"test","metadata":{"version":"1"},"spec":{"action":"ok","lines":5}}"#;
+
+/// Iterations of the summary's timed loop, per case.
+const SUMMARY_ITERATIONS: u32 = 2_000;
+/// The summary's loop alternates floor and sandbox in this many rounds, so that drift in the
+/// machine's speed (other load, frequency changes) hits both alike.
+const SUMMARY_ROUNDS: u32 = 10;
+/// Untimed iterations before the summary's loop.
+const SUMMARY_WARMUP: u32 = 200;
+
+const BUDGET: Budget = Budget {
+    timeout: Duration::from_secs(30),
+    memory: 64 << 20,
+};
+
+// ---- the floor: a bare store state ------------------------------------------------------
+
+/// The floor's store state: an empty WASI context and a count of `log` calls (so the bench
+/// can check the guest really logged), nothing else.
+struct FloorState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    logged: u32,
+}
+
+impl FloorState {
+    fn new() -> Self {
+        FloorState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            logged: 0,
+        }
+    }
+}
+
+impl WasiView for FloorState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for FloorState {}
+
+impl log::Host for FloorState {
+    async fn log(
+        &mut self,
+        _labels: Vec<(String, String)>,
+        _message: String,
+    ) -> wasmtime::Result<()> {
+        self.logged += 1;
+        Ok(())
+    }
+}
+
+const FLOOR_DENIED: &str = "the floor benchmark has no API client";
+
+impl client::Host for FloorState {
+    async fn get_resource(
+        &mut self,
+        _: String,
+        _: String,
+    ) -> wasmtime::Result<Result<String, ClientError>> {
+        Ok(Err(ClientError::Denied(FLOOR_DENIED.into())))
+    }
+
+    async fn create_resource(
+        &mut self,
+        _: String,
+    ) -> wasmtime::Result<Result<Created, ClientError>> {
+        Ok(Err(ClientError::Denied(FLOOR_DENIED.into())))
+    }
+
+    async fn update_resource(
+        &mut self,
+        _: String,
+        _: String,
+        _: String,
+    ) -> wasmtime::Result<Result<String, ClientError>> {
+        Ok(Err(ClientError::Denied(FLOOR_DENIED.into())))
+    }
+
+    async fn get_resource_definition(
+        &mut self,
+        _: String,
+    ) -> wasmtime::Result<Result<String, ClientError>> {
+        Ok(Err(ClientError::Denied(FLOOR_DENIED.into())))
+    }
+}
+
+fn floor_linker(engine: &Engine) -> anyhow::Result<Linker<FloorState>> {
+    let mut linker = Linker::new(engine);
+    Driver::add_to_linker::<FloorState, HasSelf<FloorState>>(&mut linker, |s| s)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+/// One event on the floor: a fresh store, instantiate, call `reconcile`, drop the store.
+/// Returns the outcome and how many lines the guest logged.
+async fn floor_once(engine: &Engine, pre: &DriverPre<FloorState>, event: Event) -> (Outcome, u32) {
+    let mut store = Store::new(engine, FloorState::new());
+    // The engine has epoch interruption on (the host's deadlines need it), and a store's
+    // deadline starts at 0, which the ticker has long passed: push it out of reach instead
+    // of installing the host's callback.
+    store.set_epoch_deadline(u64::MAX / 2);
+    let driver = pre
+        .instantiate_async(&mut store)
+        .await
+        .expect("floor: instantiate");
+    let result = driver
+        .call_reconcile(&mut store, &event)
+        .await
+        .expect("floor: call reconcile");
+    (result.outcome, store.data().logged)
+}
+
+// ---- the sandbox: the host's path ---------------------------------------------------------
+
+/// A log sink that only counts lines.
+#[derive(Default)]
+struct CountingSink(AtomicU64);
+
+impl LogSink for CountingSink {
+    fn write(&self, line: Log) {
+        black_box(line);
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One driver under test, prepared for both paths.
+struct Case {
+    name: &'static str,
+    payload: &'static str,
+    expected_lines: u32,
+    floor: DriverPre<FloorState>,
+    sandbox: DriverPre<RunState>,
+}
+
+/// Everything shared by the cases.
+struct Bench {
+    engine: Engine,
+    sandbox: Sandbox,
+    sink: Arc<CountingSink>,
+    client: Arc<dyn ApiClient>,
+}
+
+impl Bench {
+    fn event(payload: &str) -> Event {
+        Event {
+            name: "create".into(),
+            payload: payload.into(),
+            run_id: "0123456789abcdef0123456789abcdef".into(),
+            message_id: "0123456789abcdef01234567".into(),
+            pipeline: None,
+            attempt: 1,
+        }
+    }
+
+    async fn floor(&self, case: &Case) -> (Outcome, u32) {
+        floor_once(&self.engine, &case.floor, Bench::event(case.payload)).await
+    }
+
+    async fn sandbox(&self, case: &Case) -> RunOutcome {
+        let event = Bench::event(case.payload);
+        let logger = RunLogger::new(self.sink.clone(), case.name, &event.run_id, None);
+        let ctx = RunContext {
+            logger,
+            client: self.client.clone(),
+        };
+        self.sandbox
+            .reconcile(&case.sandbox, event, ctx, BUDGET)
+            .await
+    }
+
+    /// Runs each path once and checks that it did what the case expects, so that a broken
+    /// driver or a failing sandbox is not benchmarked as a fast one.
+    async fn check(&self, case: &Case) {
+        let (outcome, logged) = self.floor(case).await;
+        assert!(
+            matches!(outcome, Outcome::Success),
+            "floor/{}: the driver did not succeed: {outcome:?}",
+            case.name
+        );
+        assert_eq!(
+            logged, case.expected_lines,
+            "floor/{}: lines logged",
+            case.name
+        );
+
+        let before = self.sink.0.load(Ordering::Relaxed);
+        let outcome = self.sandbox(case).await;
+        assert!(
+            matches!(
+                outcome,
+                RunOutcome::Returned {
+                    outcome: GuestOutcome::Success,
+                    ..
+                }
+            ),
+            "sandbox/{}: the driver did not succeed: {outcome:?}",
+            case.name
+        );
+        let lines = self.sink.0.load(Ordering::Relaxed) - before;
+        assert_eq!(
+            lines,
+            u64::from(case.expected_lines),
+            "sandbox/{}: lines logged",
+            case.name
+        );
+    }
+}
+
+// ---- the guest components ----------------------------------------------------------------
+
+fn workspace_root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).to_path_buf()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// Builds the guest drivers (a no-op when they are up to date) and returns the directory
+/// holding their `.wasm` files. A failed build is fatal only when the files are missing.
+fn build_drivers() -> PathBuf {
+    let root = workspace_root();
+    let dir = target_dir(&root).join("wasm32-wasip2").join("release");
+    let files = ["noop_driver.wasm", "test_driver.wasm"];
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["-p", "noop-driver", "-p", "test-driver"])
+        .status();
+    let missing: Vec<_> = files.iter().filter(|f| !dir.join(f).is_file()).collect();
+    match status {
+        Ok(s) if s.success() && missing.is_empty() => {}
+        _ if missing.is_empty() => {
+            eprintln!(
+                "warning: building the guest drivers failed ({status:?}); using the existing files"
+            );
+        }
+        _ => panic!(
+            "the guest drivers {missing:?} are missing from {} and building them failed ({status:?})",
+            dir.display()
+        ),
+    }
+    dir
+}
+
+// ---- the run ------------------------------------------------------------------------------
+
+fn mean(total: Duration, n: u32) -> Duration {
+    total / n
+}
+
+fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns < 1_000.0 {
+        format!("{ns:.0} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.1} µs", ns / 1_000.0)
+    } else {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    }
+}
+
+/// Whether this is a real benchmark run (`cargo bench`), rather than `cargo test --benches`,
+/// `--list` or `--profile-time`, where the summary's extra minute is not wanted.
+fn is_full_run() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench")
+        && !args
+            .iter()
+            .any(|a| a == "--list" || a == "--test" || a.starts_with("--profile-time"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let dir = build_drivers();
+
+    let engine = engine::build(&EngineSettings {
+        pool_instances: 64,
+        max_memory: 64 << 20,
+    })?;
+    engine::start_epoch_ticker(&engine)?;
+    let sandbox = Sandbox::new(engine.clone())?;
+    let linker = floor_linker(&engine)?;
+
+    let mut cases = Vec::new();
+    for (name, file, payload, expected_lines) in [
+        ("noop", "noop_driver.wasm", NOOP_PAYLOAD, 0),
+        ("log5", "test_driver.wasm", LOG5_PAYLOAD, 5),
+    ] {
+        let path = dir.join(file);
+        let component = Component::from_file(&engine, &path)
+            .map_err(|e| anyhow::anyhow!("compiling {}: {e:#}", path.display()))?;
+        cases.push(Case {
+            name,
+            payload,
+            expected_lines,
+            floor: DriverPre::new(linker.instantiate_pre(&component)?)?,
+            sandbox: sandbox.prepare(&component)?,
+        });
+    }
+
+    let bench = Bench {
+        engine,
+        sandbox,
+        sink: Arc::new(CountingSink::default()),
+        client: Arc::new(NoClient("the benchmark has no API client")),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for case in &cases {
+        runtime.block_on(bench.check(case));
+    }
+
+    let mut criterion = Criterion::default()
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(50)
+        .configure_from_args();
+    for (group, sandboxed) in [("floor", false), ("sandbox", true)] {
+        let mut g = criterion.benchmark_group(group);
+        for case in &cases {
+            g.bench_function(case.name, |b| {
+                b.to_async(&runtime).iter(|| async {
+                    if sandboxed {
+                        black_box(bench.sandbox(case).await);
+                    } else {
+                        black_box(bench.floor(case).await);
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+    criterion.final_summary();
+
+    if !is_full_run() {
+        return Ok(());
+    }
+
+    let per_round = SUMMARY_ITERATIONS / SUMMARY_ROUNDS;
+    let mut rows = Vec::new();
+    for case in &cases {
+        let (floor, sandboxed) = runtime.block_on(async {
+            for _ in 0..SUMMARY_WARMUP {
+                black_box(bench.floor(case).await);
+                black_box(bench.sandbox(case).await);
+            }
+            let (mut floor, mut sandboxed) = (Duration::ZERO, Duration::ZERO);
+            for _ in 0..SUMMARY_ROUNDS {
+                let start = Instant::now();
+                for _ in 0..per_round {
+                    black_box(bench.floor(case).await);
+                }
+                floor += start.elapsed();
+                let start = Instant::now();
+                for _ in 0..per_round {
+                    black_box(bench.sandbox(case).await);
+                }
+                sandboxed += start.elapsed();
+            }
+            (floor, sandboxed)
+        });
+        let n = per_round * SUMMARY_ROUNDS;
+        rows.push((case.name, mean(floor, n), mean(sandboxed, n)));
+    }
+
+    println!();
+    println!(
+        "per-event cost (mean of {}, same run)",
+        per_round * SUMMARY_ROUNDS
+    );
+    println!(
+        "{:<8} {:>10} {:>10} {:>7}",
+        "driver", "floor", "sandbox", "ratio"
+    );
+    for (name, floor, sandboxed) in rows {
+        let ratio = sandboxed.as_secs_f64() / floor.as_secs_f64();
+        println!(
+            "{name:<8} {:>10} {:>10} {:>6.2}x",
+            format_duration(floor),
+            format_duration(sandboxed),
+            ratio
+        );
+    }
+    Ok(())
+}

@@ -43,7 +43,10 @@ async fn main() -> anyhow::Result<()> {
     let mut child = Command::new(&host_bin)
         .args(["run", "--config"])
         .arg(&config)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", host_bin.display()))?;
@@ -79,7 +82,12 @@ async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
     };
 
-    let drivers: Value = http.get(format!("{url}/drivers")).send().await?.json().await?;
+    let drivers: Value = http
+        .get(format!("{url}/drivers"))
+        .send()
+        .await?
+        .json()
+        .await?;
     for d in drivers.as_array().into_iter().flatten() {
         println!(
             "    driver {} listens to {} ({})",
@@ -119,7 +127,9 @@ async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
     let mut seen = 0;
     let result = loop {
         // Print what has arrived; stop once the result is stored and every stored line shown.
-        if let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+        if let Ok(Some(chunk)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+        {
             buf.push_str(&String::from_utf8_lossy(&chunk?));
             while let Some(end) = buf.find("\n\n") {
                 let frame: String = buf.drain(..end + 2).collect();
@@ -135,7 +145,12 @@ async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
                 }
             }
         }
-        let run_state: Value = http.get(format!("{url}/runs/{run}")).send().await?.json().await?;
+        let run_state: Value = http
+            .get(format!("{url}/runs/{run}"))
+            .send()
+            .await?
+            .json()
+            .await?;
         if let Some(result) = run_state["results"].get(0) {
             let stored: Value = http
                 .get(format!("{url}/logs?runid={run}"))

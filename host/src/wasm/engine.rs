@@ -35,7 +35,7 @@ pub fn build(settings: &EngineSettings) -> wasmtime::Result<Engine> {
         .table_elements(100_000)
         .max_memory_size(settings.max_memory as usize)
         // Keeping the first pages of each slot resident turns most of the per-event reset
-        // into a memset instead of madvise + page faults (measured 62 -> 24 µs per event).
+        // into a memset instead of madvise + page faults (about 2.5x cheaper per event here).
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(2 << 20)
         .async_stack_keep_resident(2 << 20)

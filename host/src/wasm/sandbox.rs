@@ -133,41 +133,47 @@ struct DeadlineExceeded;
 
 /// Raised by the limiter when a memory would grow past the limit.
 #[derive(Debug, thiserror::Error)]
-#[error("memory limit of {limit} bytes exceeded: the guest asked for {desired} bytes")]
+#[error("memory limit of {limit} bytes exceeded: the guest asked for {desired} bytes in all")]
 struct MemoryExceeded {
     limit: usize,
     desired: usize,
 }
 
+/// Caps the sum of the instance's linear memories (a component may have several), not just
+/// each one.
 struct MemoryLimiter {
     limit: usize,
+    used: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
             // An error (rather than `Ok(false)`) traps at once with a precise reason, instead
             // of letting the guest's allocator abort with a less helpful message.
             return Err(wasmtime::Error::new(MemoryExceeded {
                 limit: self.limit,
-                desired,
+                desired: total,
             }));
         }
+        self.used = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
         _current: usize,
-        desired: usize,
+        _desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        // Tables are bounded by the pool's `table_elements`.
+        Ok(true)
     }
 }
 
@@ -263,7 +269,7 @@ impl Sandbox {
             RunState {
                 wasi,
                 table: ResourceTable::new(),
-                limiter: MemoryLimiter { limit },
+                limiter: MemoryLimiter { limit, used: 0 },
                 logger: ctx.logger,
                 client: ctx.client,
             },
