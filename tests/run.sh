@@ -24,4 +24,6 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "==> cargo test"
-cargo test -p conveyor-host -p conveyor-driver
+# Unit tests first, the end-to-end suites last (doc tests are not run: the examples in the
+# docs are illustrations, compiled by the real crates under examples/ and tests/drivers/).
+cargo test -p conveyor-driver -p conveyor-host --lib --bins --tests

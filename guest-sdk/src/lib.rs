@@ -423,3 +423,46 @@ macro_rules! export {
         $crate::bindings::__export_driver!(__ConveyorDriverAdapter with_types_in $crate::bindings);
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_map_to_the_wit_outcome() {
+        let w = DriverResult::success("ok")
+            .with_data(serde_json::json!({"k": 1}))
+            .into_wit();
+        assert!(matches!(w.outcome, wit::Outcome::Success));
+        assert_eq!(w.data.as_deref(), Some(r#"{"k":1}"#));
+        assert!(matches!(
+            DriverResult::failure("no").into_wit().outcome,
+            wit::Outcome::Failure
+        ));
+        assert!(matches!(
+            DriverResult::retry("later").into_wit().outcome,
+            wit::Outcome::Retry(None)
+        ));
+        let w = DriverResult::retry_after("later", Duration::from_secs(2)).into_wit();
+        assert!(matches!(w.outcome, wit::Outcome::Retry(Some(2000))));
+    }
+
+    #[test]
+    fn payloads_parse_into_resources() {
+        #[derive(serde::Deserialize)]
+        struct Spec {
+            image: String,
+        }
+        let payload = r#"{"id":"u","name":"app","resource":"pipe","metadata":{"version":"2",
+            "driverresults.builder":"{\"success\":true,\"message\":\"ok\",\"data\":{\"k\":\"v\"},\"driver\":\"builder\"}"},
+            "spec":{"image":"alpine"}}"#;
+        let r = Resource::<Spec>::parse(payload).unwrap();
+        assert_eq!(r.spec.image, "alpine");
+        assert_eq!(r.version(), Some("2"));
+        assert_eq!(r.pipeline, None);
+        let step = r.driver_result("builder").unwrap();
+        assert!(step.success);
+        assert_eq!(step.data["k"], "v");
+        assert!(r.driver_result("other").is_none());
+    }
+}
