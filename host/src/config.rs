@@ -52,6 +52,17 @@ pub struct Config {
     /// The WebAssembly engine's instance pool.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// The Conveyor server, for the drivers' API client in NATS mode.
+    #[serde(default)]
+    pub conveyor: ConveyorConfig,
+}
+
+/// `[conveyor]`: the Conveyor server this host works for (NATS mode).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConveyorConfig {
+    /// The server's REST API, for the drivers' `client` import, e.g. `http://localhost:8080`.
+    pub api_url: Option<String>,
 }
 
 /// `[api]`: the HTTP API.
@@ -77,12 +88,50 @@ fn default_listen() -> SocketAddr {
 }
 
 /// `[events]`: where events come from.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     /// `embedded` (the default): the host's own durable queue, fed by its HTTP API.
+    /// `nats`: a Conveyor deployment's NATS JetStream.
     #[serde(default)]
     pub source: EventSourceKind,
+    /// NATS server URL(s), comma-separated (`nats` source). Default `nats://127.0.0.1:4222`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// TLS for NATS: the CA to trust, and the client certificate and key of Conveyor's mTLS.
+    #[serde(default)]
+    pub tls: Option<NatsTls>,
+    /// How long JetStream waits for an ack before redelivering (`nats` source). Running
+    /// reconciles send in-progress acks well within it.
+    #[serde(default = "default_ack_wait", deserialize_with = "duration")]
+    pub ack_wait: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            source: EventSourceKind::default(),
+            url: None,
+            tls: None,
+            ack_wait: default_ack_wait(),
+        }
+    }
+}
+
+fn default_ack_wait() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[events.tls]`: TLS for the NATS connection. Relative paths are relative to the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTls {
+    /// PEM CA certificate(s) that sign the server's certificate.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (with `key`), for servers that require mTLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
 }
 
 /// The kinds of event source.
@@ -92,6 +141,15 @@ pub enum EventSourceKind {
     /// The host's own SQLite-backed queue.
     #[default]
     Embedded,
+    /// A Conveyor deployment's NATS JetStream.
+    Nats,
+}
+
+impl EventsConfig {
+    /// The NATS URL, with upstream's default.
+    pub fn nats_url(&self) -> &str {
+        self.url.as_deref().unwrap_or("nats://127.0.0.1:4222")
+    }
 }
 
 /// `[defaults]`: per-driver budgets and retry policy.
@@ -208,6 +266,14 @@ impl Config {
         let mut config: Config = toml::from_str(text).map_err(describe_toml_error)?;
         config.drivers_dir = base.join(&config.drivers_dir);
         config.data_dir = base.join(&config.data_dir);
+        if let Some(tls) = &mut config.events.tls {
+            for path in [&mut tls.ca, &mut tls.cert, &mut tls.key]
+                .into_iter()
+                .flatten()
+            {
+                *path = base.join(&*path);
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -233,10 +299,30 @@ impl Config {
                 "engine.pool_instances: must be at least 1",
             ),
         ];
-        match checks.iter().find(|(bad, _)| *bad) {
-            Some((_, message)) => Err(message.to_string()),
-            None => Ok(()),
+        if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
+            return Err(message.to_string());
         }
+        let e = &self.events;
+        let nats_only = e.url.is_some() || e.tls.is_some();
+        if e.source == EventSourceKind::Embedded && nats_only {
+            return Err("events.url and events.tls apply only to source = \"nats\"".to_string());
+        }
+        if let Some(tls) = &e.tls
+            && tls.cert.is_some() != tls.key.is_some()
+        {
+            return Err("events.tls.cert and events.tls.key must be given together".to_string());
+        }
+        if e.ack_wait < Duration::from_secs(1) {
+            return Err("events.ack_wait: must be at least 1s".to_string());
+        }
+        if let Some(url) = &self.conveyor.api_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "conveyor.api_url: {url:?} must start with http:// or https://"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -250,6 +336,7 @@ impl fmt::Display for EventSourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EventSourceKind::Embedded => f.write_str("embedded"),
+            EventSourceKind::Nats => f.write_str("nats"),
         }
     }
 }
@@ -330,6 +417,32 @@ mod tests {
         let e = parse("drivers_dir = \"d\"\ndata_dir = \"x\"\n[defaults]\nconcurrency = 0\n")
             .unwrap_err();
         assert!(e.contains("defaults.concurrency"), "{e}");
+    }
+
+    #[test]
+    fn nats_settings_parse_and_check() {
+        let c = parse(
+            "drivers_dir = \"d\"\ndata_dir = \"x\"\n[events]\nsource = \"nats\"\nurl = \"nats://h:4222\"\nack_wait = \"10s\"\n[events.tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n[conveyor]\napi_url = \"http://h:8080\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.events.source, EventSourceKind::Nats);
+        assert_eq!(c.events.nats_url(), "nats://h:4222");
+        assert_eq!(
+            c.events.tls.unwrap().ca.unwrap(),
+            Path::new("/etc/conveyor/ca.pem")
+        );
+        let e = parse("drivers_dir = \"d\"\ndata_dir = \"x\"\n[events]\nurl = \"nats://h\"\n")
+            .unwrap_err();
+        assert!(e.contains("events.url"), "{e}");
+        let e = parse(
+            "drivers_dir = \"d\"\ndata_dir = \"x\"\n[events]\nsource = \"nats\"\n[events.tls]\ncert = \"c\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("events.tls.key"), "{e}");
+        let e =
+            parse("drivers_dir = \"d\"\ndata_dir = \"x\"\n[conveyor]\napi_url = \"localhost\"\n")
+                .unwrap_err();
+        assert!(e.contains("conveyor.api_url"), "{e}");
     }
 
     #[test]

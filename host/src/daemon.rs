@@ -1,5 +1,5 @@
-//! `conveyor-host run`: wires the store, the log pipeline, the engine, the drivers, the event
-//! source, the manager and the HTTP API together, and shuts them down in order on SIGTERM or
+//! `conveyor-host run`: wires the engine, the drivers, the event source (embedded queue or
+//! NATS), the log pipeline, the manager and the HTTP API together, and shuts them down in order on SIGTERM or
 //! Ctrl-C.
 
 use std::net::SocketAddr;
@@ -13,14 +13,19 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::{Config, EventSourceKind};
 use crate::events::embedded::EmbeddedQueue;
-use crate::logs::LogHub;
+use crate::events::nats::NatsSource;
+use crate::logs::nats::NatsLogs;
+use crate::logs::{LogHub, LogPipeline};
 use crate::manager::Manager;
 use crate::registry::Registry;
 use crate::resources::Resources;
+use crate::rest_client::RestClient;
 use crate::store::Store;
+use crate::wasm::ApiClient;
 use crate::wasm::Sandbox;
 use crate::wasm::cache::ComponentCache;
 use crate::wasm::engine::{self, EngineSettings};
+use crate::wasm::imports::client::NoClient;
 use crate::wasm::imports::log::TracingSink;
 
 /// How long open HTTP connections (log streams) get to close after a shutdown signal.
@@ -33,7 +38,7 @@ pub struct Running {
     shutdown: CancellationToken,
     manager: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
-    logs: Arc<LogHub>,
+    logs: Arc<dyn LogPipeline>,
 }
 
 /// Runs the host until SIGTERM or Ctrl-C.
@@ -45,10 +50,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the host: loads the drivers, starts the manager and serves the API.
+/// Starts the host: loads the drivers, starts the manager on the configured event source and
+/// serves the API.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    let EventSourceKind::Embedded = config.events.source;
     anyhow::ensure!(
         config.drivers_dir.is_dir(),
         "drivers_dir {} is not a directory",
@@ -56,12 +61,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-
-    let db = config.data_dir.join("conveyor-host.db");
-    let store = Arc::new(
-        Store::open(&db).with_context(|| format!("cannot open the store {}", db.display()))?,
-    );
-    let logs = LogHub::start(store.clone());
 
     let engine = engine::build(&EngineSettings {
         pool_instances: config.engine.pool_instances,
@@ -77,34 +76,66 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .with_context(|| format!("cannot read drivers_dir {}", config.drivers_dir.display()))?,
     );
 
-    let queue = EmbeddedQueue::new(store.clone());
-    let resources = Arc::new(Resources::new(
-        store.clone(),
-        registry.clone(),
-        queue.clone(),
-    ));
-    let manager = Manager::new(
-        queue,
-        registry.clone(),
-        sandbox,
-        logs.clone(),
-        resources.clone(),
-        config.clone(),
-    );
-
     let shutdown = CancellationToken::new();
-    let manager = tokio::spawn(manager.run(shutdown.clone()));
+    let (manager, logs, app): (JoinHandle<()>, Arc<dyn LogPipeline>, axum::Router) = match config
+        .events
+        .source
+    {
+        EventSourceKind::Embedded => {
+            let db = config.data_dir.join("conveyor-host.db");
+            let store = Arc::new(
+                Store::open(&db)
+                    .with_context(|| format!("cannot open the store {}", db.display()))?,
+            );
+            let logs = LogHub::start(store.clone());
+            let queue = EmbeddedQueue::new(store.clone());
+            let resources = Arc::new(Resources::new(
+                store.clone(),
+                registry.clone(),
+                queue.clone(),
+            ));
+            let manager = Manager::new(
+                queue,
+                registry.clone(),
+                sandbox,
+                logs.clone(),
+                resources.clone(),
+                config.clone(),
+            );
+            let app = api::router(AppState {
+                resources,
+                store,
+                logs: logs.clone(),
+                registry: registry.clone(),
+            });
+            (tokio::spawn(manager.run(shutdown.clone())), logs, app)
+        }
+        EventSourceKind::Nats => {
+            let source = Arc::new(NatsSource::connect(&config.events).await?);
+            let logs = Arc::new(NatsLogs::start(source.client()));
+            let client: Arc<dyn ApiClient> = match &config.conveyor.api_url {
+                Some(url) => Arc::new(RestClient::new(url)?),
+                None => Arc::new(NoClient(
+                    "the Conveyor API client is not configured: set [conveyor] api_url in the host config",
+                )),
+            };
+            let manager = Manager::new(
+                source,
+                registry.clone(),
+                sandbox,
+                logs.clone(),
+                client,
+                config.clone(),
+            );
+            let app = api::operations_router(registry.clone());
+            (tokio::spawn(manager.run(shutdown.clone())), logs, app)
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
     let addr = listener.local_addr()?;
-    let app = api::router(AppState {
-        resources,
-        store,
-        logs: logs.clone(),
-        registry,
-    });
     let server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -17,5 +17,6 @@ pub mod logs;
 pub mod manager;
 pub mod registry;
 pub mod resources;
+pub mod rest_client;
 pub mod store;
 pub mod wasm;

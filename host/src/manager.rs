@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, DriverSettings};
 use crate::conveyor::Resource;
 use crate::events::{Delivery, EventSource, Settlement};
-use crate::logs::LogHub;
+use crate::logs::LogPipeline;
 use crate::registry::Registry;
 use crate::store::StoredResult;
 use crate::wasm::bindings::Event;
 use crate::wasm::imports::log::RunLogger;
-use crate::wasm::{ApiClient, Budget, GuestOutcome, RunContext, RunOutcome, Sandbox};
+use crate::wasm::{ApiClient, Budget, DriverInfo, GuestOutcome, RunContext, RunOutcome, Sandbox};
 
 /// The longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -31,7 +31,7 @@ pub struct Manager<S: EventSource> {
     source: Arc<S>,
     registry: Arc<Registry>,
     sandbox: Arc<Sandbox>,
-    logs: Arc<LogHub>,
+    logs: Arc<dyn LogPipeline>,
     client: Arc<dyn ApiClient>,
     config: Arc<Config>,
     keys: Arc<KeyLocks>,
@@ -43,7 +43,7 @@ impl<S: EventSource> Manager<S> {
         source: Arc<S>,
         registry: Arc<Registry>,
         sandbox: Arc<Sandbox>,
-        logs: Arc<LogHub>,
+        logs: Arc<dyn LogPipeline>,
         client: Arc<dyn ApiClient>,
         config: Arc<Config>,
     ) -> Arc<Self> {
@@ -65,14 +65,28 @@ impl<S: EventSource> Manager<S> {
         for driver in self.registry.all() {
             loops.spawn(
                 self.clone()
-                    .driver_loop(driver.info.name.clone(), shutdown.clone()),
+                    .driver_loop(driver.info.clone(), shutdown.clone()),
             );
         }
         while loops.join_next().await.is_some() {}
     }
 
-    async fn driver_loop(self: Arc<Self>, driver: String, shutdown: CancellationToken) {
+    async fn driver_loop(self: Arc<Self>, info: DriverInfo, shutdown: CancellationToken) {
+        let driver = info.name.clone();
         let settings = self.config.driver_settings(&driver);
+        loop {
+            let attached = tokio::select! {
+                a = self.source.attach(&info, &settings) => a,
+                _ = shutdown.cancelled() => return,
+            };
+            match attached {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(%driver, error = %e, "cannot attach to the event source; retrying in 2s");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
         let slots = Arc::new(Semaphore::new(settings.concurrency as usize));
         let mut runs = JoinSet::new();
         loop {
@@ -91,8 +105,9 @@ impl<S: EventSource> Manager<S> {
                 Ok(d) => {
                     let this = self.clone();
                     let settings = settings.clone();
+                    let shutdown = shutdown.clone();
                     runs.spawn(async move {
-                        this.handle(d, &settings).await;
+                        this.handle(d, &settings, &shutdown).await;
                         drop(permit);
                     });
                 }
@@ -107,15 +122,25 @@ impl<S: EventSource> Manager<S> {
         while runs.join_next().await.is_some() {}
     }
 
-    async fn handle(&self, d: Delivery<S::Token>, settings: &DriverSettings) {
-        let settlement = self.process(&d, settings).await;
+    async fn handle(
+        &self,
+        d: Delivery<S::Token>,
+        settings: &DriverSettings,
+        shutdown: &CancellationToken,
+    ) {
+        let settlement = self.process(&d, settings, shutdown).await;
         let (driver, message_id) = (d.driver.clone(), d.message_id.clone());
         if let Err(e) = self.source.settle(d, settlement).await {
             tracing::error!(%driver, %message_id, error = %e, "could not settle the event; it will be delivered again");
         }
     }
 
-    async fn process(&self, d: &Delivery<S::Token>, settings: &DriverSettings) -> Settlement {
+    async fn process(
+        &self,
+        d: &Delivery<S::Token>,
+        settings: &DriverSettings,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
         let Some(driver) = self.registry.get(&d.driver) else {
             return Settlement::Retry {
                 delay: Duration::from_secs(10),
@@ -134,14 +159,13 @@ impl<S: EventSource> Manager<S> {
         };
         // One reconcile per (driver, resource) at a time: a later event for the same resource
         // waits for the earlier one to settle.
-        let _key = self
-            .keys
-            .clone()
-            .lock(format!(
-                "{}\0{}\0{}",
-                d.driver, resource.resource, resource.name
-            ))
-            .await;
+        // During shutdown, an event still waiting for its turn goes back to the source
+        // untouched, to be delivered again (here after a restart, or to another host).
+        let key = format!("{}\0{}\0{}", d.driver, resource.resource, resource.name);
+        let _key = tokio::select! {
+            k = self.keys.clone().lock(key) => k,
+            _ = shutdown.cancelled() => return Settlement::Retry { delay: Duration::ZERO },
+        };
 
         let pipeline = (!resource.pipeline.is_empty()).then_some(resource.pipeline.as_str());
         let logger = RunLogger::new(self.logs.clone(), &d.driver, &d.run_id, pipeline);
@@ -176,22 +200,25 @@ impl<S: EventSource> Manager<S> {
         self.logs.flush().await;
         match verdict.retry {
             Some(delay) => Settlement::Retry { delay },
-            None => Settlement::Done(Box::new(StoredResult {
-                run_id: d.run_id.clone(),
-                driver: d.driver.clone(),
-                message_id: d.message_id.clone(),
-                event: d.event.clone(),
-                resource_type: resource.resource.clone(),
-                resource_name: resource.name.clone(),
-                success: verdict.success,
-                outcome: verdict.outcome,
-                failure_kind: verdict.failure_kind,
-                message: verdict.message,
-                data: verdict.data.unwrap_or(serde_json::Value::Null),
-                attempts: d.attempt,
-                started_at,
-                finished_at: crate::clock::now_rfc3339(),
-            })),
+            None => Settlement::Done {
+                exhausted: verdict.exhausted,
+                result: Box::new(StoredResult {
+                    run_id: d.run_id.clone(),
+                    driver: d.driver.clone(),
+                    message_id: d.message_id.clone(),
+                    event: d.event.clone(),
+                    resource_type: resource.resource.clone(),
+                    resource_name: resource.name.clone(),
+                    success: verdict.success,
+                    outcome: verdict.outcome,
+                    failure_kind: verdict.failure_kind,
+                    message: verdict.message,
+                    data: verdict.data.unwrap_or(serde_json::Value::Null),
+                    attempts: d.attempt,
+                    started_at,
+                    finished_at: crate::clock::now_rfc3339(),
+                }),
+            },
         }
     }
 }
@@ -208,6 +235,8 @@ struct Verdict {
     data: Option<serde_json::Value>,
     /// A line for the run's log, from the host.
     note: Option<String>,
+    /// Final because a transient failure ran out of attempts.
+    exhausted: bool,
 }
 
 fn decide(outcome: RunOutcome, attempt: u32, settings: &DriverSettings) -> Verdict {
@@ -226,6 +255,7 @@ fn decide(outcome: RunOutcome, attempt: u32, settings: &DriverSettings) -> Verdi
             message,
             data,
             note: None,
+            exhausted: false,
         },
         RunOutcome::Returned {
             outcome: GuestOutcome::Failure,
@@ -239,6 +269,7 @@ fn decide(outcome: RunOutcome, attempt: u32, settings: &DriverSettings) -> Verdi
             message,
             data,
             note: None,
+            exhausted: false,
         },
         RunOutcome::Returned {
             outcome: GuestOutcome::Retry(after),
@@ -254,6 +285,7 @@ fn decide(outcome: RunOutcome, attempt: u32, settings: &DriverSettings) -> Verdi
                 note: Some(retry_note(attempt, settings, &message, delay, can_retry)),
                 message: given_up(message, attempt, can_retry),
                 data,
+                exhausted: !can_retry,
             }
         }
         RunOutcome::Failed { kind, message } => {
@@ -272,6 +304,7 @@ fn decide(outcome: RunOutcome, attempt: u32, settings: &DriverSettings) -> Verdi
                 )),
                 message: given_up(message, attempt, retry.is_some() || !kind.is_transient()),
                 data: None,
+                exhausted: kind.is_transient() && retry.is_none(),
             }
         }
     }

@@ -1,18 +1,23 @@
 //! `GET /drivers`: the loaded drivers and the files that failed to load.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::AppState;
+use crate::registry::Registry;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Registry>: FromRef<S>,
+{
     Router::new().route("/drivers", get(list))
 }
 
-async fn list(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
-    let mut out: Vec<serde_json::Value> = s
-        .registry
+async fn list(State(registry): State<Arc<Registry>>) -> Json<Vec<serde_json::Value>> {
+    let mut out: Vec<serde_json::Value> = registry
         .all()
         .iter()
         .map(|d| {
@@ -30,7 +35,7 @@ async fn list(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
         })
         .collect();
     out.extend(
-        s.registry
+        registry
             .failures()
             .into_iter()
             .map(|f| serde_json::json!({ "file": f.file, "state": "failed", "error": f.error })),

@@ -3,9 +3,7 @@
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::AppState;
-
-pub fn routes() -> Router<AppState> {
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/health", get(health))
         .route("/", get(root))

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{ApiError, AppState, Body};
 use crate::conveyor::Log;
-use crate::logs::LogHub;
+use crate::logs::{LogHub, LogPipeline};
 use crate::store::{LogFilter, StoredLog};
 use crate::wasm::LogSink;
 

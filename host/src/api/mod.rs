@@ -50,6 +50,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The API in NATS mode, where resources and logs live in the Conveyor server: health and
+/// the loaded drivers.
+pub fn operations_router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .merge(drivers::routes())
+        .merge(health::routes())
+        .fallback(not_found)
+        .with_state(registry)
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Registry> {
+    fn from_ref(state: &AppState) -> Self {
+        state.registry.clone()
+    }
+}
+
 async fn not_found(method: axum::http::Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -40,6 +40,15 @@ impl EmbeddedQueue {
 impl EventSource for EmbeddedQueue {
     type Token = i64;
 
+    /// Nothing to prepare: the queue already holds one row per listening driver.
+    async fn attach(
+        &self,
+        _driver: &crate::wasm::DriverInfo,
+        _settings: &crate::config::DriverSettings,
+    ) -> Result<(), SourceError> {
+        Ok(())
+    }
+
     async fn next(&self, driver: &str) -> Result<Delivery<i64>, SourceError> {
         loop {
             // Register for wake-ups before looking, so an enqueue between the look and the
@@ -76,7 +85,7 @@ impl EventSource for EmbeddedQueue {
         settlement: Settlement,
     ) -> Result<(), SourceError> {
         match settlement {
-            Settlement::Done(result) => self.store.complete(delivery.token, &result)?,
+            Settlement::Done { result, .. } => self.store.complete(delivery.token, &result)?,
             Settlement::Retry { delay } => {
                 let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 self.store.release(delivery.token, due)?;

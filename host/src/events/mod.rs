@@ -2,6 +2,7 @@
 //! embedded queue and (later) NATS JetStream differ only behind it.
 
 pub mod embedded;
+pub mod nats;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,8 +31,14 @@ pub struct Delivery<T> {
 /// What to do with a delivery once it has been handled.
 #[derive(Debug)]
 pub enum Settlement {
-    /// Record the final result, then acknowledge.
-    Done(Box<StoredResult>),
+    /// Record (or publish) the final result, then acknowledge. `exhausted` marks a transient
+    /// failure that ran out of attempts, which a broker may record as terminated.
+    Done {
+        /// The result.
+        result: Box<StoredResult>,
+        /// The attempts ran out.
+        exhausted: bool,
+    },
     /// Deliver again after `delay` (a nak with delay).
     Retry {
         /// How long to wait.
@@ -52,12 +59,23 @@ pub enum SourceError {
     /// The embedded store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// NATS or JetStream failed.
+    #[error("NATS: {0}")]
+    Nats(String),
 }
 
 /// A source of deliveries, one stream per driver.
 pub trait EventSource: Send + Sync + 'static {
     /// The handle a delivery carries back to `settle`.
     type Token: Send + Sync + 'static;
+
+    /// Prepares deliveries for a driver (a durable consumer, say). Called before the first
+    /// `next` for that driver; may wait for the broker.
+    fn attach(
+        &self,
+        driver: &crate::wasm::DriverInfo,
+        settings: &crate::config::DriverSettings,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
 
     /// Waits for the next delivery for `driver`.
     fn next(

@@ -6,6 +6,8 @@
 //! store and then follows the broadcast can therefore drop every live line whose sequence
 //! number it has already replayed: no gap, no duplicate.
 
+pub mod nats;
+
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -22,7 +24,15 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
-/// The host's log pipeline.
+/// Where a run's log lines go: a [`LogSink`] that can also wait until every line written so
+/// far has reached its destination, so a result is never published before its logs.
+#[async_trait::async_trait]
+pub trait LogPipeline: LogSink {
+    /// Waits until every line written before the call is stored or published.
+    async fn flush(&self);
+}
+
+/// The host's log pipeline in embedded mode: SQLite plus live subscribers.
 pub struct LogHub {
     tx: mpsc::UnboundedSender<Command>,
     live: broadcast::Sender<Arc<StoredLog>>,
@@ -38,14 +48,6 @@ impl LogHub {
         Arc::new(LogHub { tx, live, store })
     }
 
-    /// Waits until every line sent before this call is stored and broadcast.
-    pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Command::Flush(done)).is_ok() {
-            let _ = wait.await;
-        }
-    }
-
     /// Follows lines as they are stored.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredLog>> {
         self.live.subscribe()
@@ -54,6 +56,16 @@ impl LogHub {
     /// Reads stored lines in order.
     pub fn query(&self, filter: &LogFilter) -> Result<Vec<StoredLog>, StoreError> {
         self.store.logs(filter)
+    }
+}
+
+#[async_trait::async_trait]
+impl LogPipeline for LogHub {
+    async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Command::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 }
 

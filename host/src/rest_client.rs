@@ -1,0 +1,144 @@
+//! The drivers' API client in NATS mode: Conveyor's REST routes on `[conveyor] api_url`,
+//! called with `Content-Type: application/json` (which upstream's Fiber requires).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::wasm::ApiClient;
+use crate::wasm::bindings::{ClientError, Created};
+
+/// A client for a Conveyor server's REST API.
+pub struct RestClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl RestClient {
+    /// A client for `api_url` (for example `http://localhost:8080`).
+    pub fn new(api_url: &str) -> anyhow::Result<RestClient> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("conveyor-host/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(RestClient {
+            http,
+            base: api_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, ClientError> {
+        let response = request
+            .header("Content-Type", "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                ClientError::Unavailable(format!("the Conveyor API cannot be reached: {e}"))
+            })?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| {
+            ClientError::Unavailable(format!("the Conveyor API's answer was cut: {e}"))
+        })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(error_for(status, &body))
+    }
+}
+
+/// Maps an error answer to a client error. Upstream answers 500 for a missing or duplicate
+/// object, so its message decides those cases.
+fn error_for(status: StatusCode, body: &str) -> ClientError {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string());
+    let message = format!("{message} (HTTP {})", status.as_u16());
+    match status {
+        StatusCode::NOT_FOUND => ClientError::NotFound(message),
+        StatusCode::CONFLICT => ClientError::Conflict(message),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ClientError::Denied(message),
+        s if s.is_client_error() => ClientError::Invalid(message),
+        _ if message.contains("not found") => ClientError::NotFound(message),
+        _ if message.contains("already exists") => ClientError::Conflict(message),
+        _ => ClientError::Unavailable(message),
+    }
+}
+
+#[async_trait::async_trait]
+impl ApiClient for RestClient {
+    async fn get_resource(&self, kind: &str, name: &str) -> Result<String, ClientError> {
+        self.call(
+            self.http
+                .get(format!("{}/resources/{kind}/{name}", self.base)),
+        )
+        .await
+    }
+
+    async fn create_resource(&self, json: &str) -> Result<Created, ClientError> {
+        let body = self
+            .call(
+                self.http
+                    .post(format!("{}/resources/", self.base))
+                    .body(json.to_string()),
+            )
+            .await?;
+        let created: crate::conveyor::CreatedResponse = serde_json::from_str(&body)
+            .map_err(|e| ClientError::Unavailable(format!("unexpected create answer: {e}")))?;
+        Ok(Created {
+            name: created.name,
+            run_id: created.runid,
+            version: created.version,
+        })
+    }
+
+    async fn update_resource(
+        &self,
+        kind: &str,
+        name: &str,
+        json: &str,
+    ) -> Result<String, ClientError> {
+        self.call(
+            self.http
+                .put(format!("{}/resources/{kind}/{name}", self.base))
+                .body(json.to_string()),
+        )
+        .await
+    }
+
+    async fn get_resource_definition(&self, name: &str) -> Result<String, ClientError> {
+        self.call(
+            self.http
+                .get(format!("{}/resource-definitions/{name}", self.base)),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_500s_map_by_message() {
+        let e = error_for(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":"Failed to find resource: resource with name x and type t not found"}"#,
+        );
+        assert!(matches!(e, ClientError::NotFound(_)));
+        let e = error_for(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":"... already exists"}"#,
+        );
+        assert!(matches!(e, ClientError::Conflict(_)));
+        let e = error_for(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"Resource validation failed: x"}"#,
+        );
+        assert!(matches!(e, ClientError::Invalid(m) if m.contains("validation")));
+        assert!(matches!(
+            error_for(StatusCode::BAD_GATEWAY, "oops"),
+            ClientError::Unavailable(_)
+        ));
+    }
+}
