@@ -162,7 +162,7 @@ pub struct DriverDefaults {
     /// Linear-memory limit for one instance (`"64MiB"`).
     #[serde(default = "default_memory", deserialize_with = "byte_size")]
     pub memory: u64,
-    /// Events one driver handles at the same time.
+    /// Events one driver handles at the same time (1 by default, as upstream).
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
     /// Deliveries of one event before a transient failure becomes final.
@@ -192,7 +192,8 @@ fn default_memory() -> u64 {
     64 << 20
 }
 fn default_concurrency() -> u32 {
-    4
+    // One at a time, as upstream's runtimes do: a driver must opt in to parallel runs.
+    1
 }
 fn default_max_attempts() -> u32 {
     3
