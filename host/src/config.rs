@@ -52,6 +52,32 @@ pub struct Config {
     /// The WebAssembly engine's instance pool.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// Runs and pipelines.
+    #[serde(default)]
+    pub runs: RunsConfig,
+}
+
+/// `[runs]`: runs and pipelines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsConfig {
+    /// How long an event waits for a driver that is not loaded (a pipeline step naming a
+    /// driver that is not there, or an event queued before its driver was removed) before
+    /// its step fails, and with it the run.
+    #[serde(default = "default_missing_driver_wait", deserialize_with = "duration")]
+    pub missing_driver_wait: Duration,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        RunsConfig {
+            missing_driver_wait: default_missing_driver_wait(),
+        }
+    }
+}
+
+fn default_missing_driver_wait() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[api]`: the HTTP API.

@@ -83,6 +83,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         registry.clone(),
         queue.clone(),
     ));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(queue.clone().fail_missing_drivers(
+        registry.clone(),
+        config.runs.missing_driver_wait,
+        shutdown.clone(),
+    ));
     let manager = Manager::new(
         queue,
         registry.clone(),
@@ -92,7 +98,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.clone(),
     );
 
-    let shutdown = CancellationToken::new();
     let manager = tokio::spawn(manager.run(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
