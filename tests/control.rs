@@ -444,10 +444,10 @@ async fn five_hundred_events_survive_a_sigkill() {
         "{ran_twice} runs ran twice, but at most {CONCURRENCY} were in flight"
     );
     let (_, metrics) = metrics_text(&host).await;
-    assert!(
-        !metrics.contains("conveyor_queue_depth{"),
-        "the queue is empty:\n{metrics}"
-    );
+    for state in ["waiting", "delivering"] {
+        let series = format!("conveyor_queue_depth{{driver=\"test-driver\",state=\"{state}\"}} 0");
+        assert!(metrics.contains(&series), "the queue is empty:\n{metrics}");
+    }
 }
 
 async fn metrics_text(host: &Host) -> (String, String) {
@@ -528,7 +528,7 @@ async fn retries_show_in_runs_and_metrics() {
         "conveyor_runs{status=\"succeeded\"} 1",
         "conveyor_runs{status=\"failed\"} 1",
         "conveyor_log_lines_total{driver=\"test-driver\"} 5",
-        "# TYPE conveyor_queue_depth gauge",
+        "conveyor_queue_depth{driver=\"test-driver\",state=\"waiting\"} 0",
     ] {
         assert!(text.contains(series), "missing {series:?} in:\n{text}");
     }

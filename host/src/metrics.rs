@@ -12,7 +12,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::store::{Store, StoreError};
+use crate::store::{RunStatus, Store, StoreError};
 
 /// Reconcile attempts by driver and outcome (`success`, `failure`, `retry`, or a sandbox
 /// failure kind such as `trap`).
@@ -154,9 +154,17 @@ impl Metrics {
         }
     }
 
-    /// Reads the store's gauges and renders every metric in Prometheus' text format.
-    pub fn render(&self, store: &Store) -> Result<String, StoreError> {
+    /// Reads the store's gauges and renders every metric in Prometheus' text format. Every
+    /// driver in `drivers` gets a queue depth, 0 included.
+    pub fn render(&self, store: &Store, drivers: &[String]) -> Result<String, StoreError> {
         self.queue_depth.reset();
+        for driver in drivers {
+            for state in ["waiting", "delivering"] {
+                self.queue_depth
+                    .with_label_values(&[driver.as_str(), state])
+                    .set(0);
+            }
+        }
         for (driver, waiting, delivering) in store.queue_depths()? {
             self.queue_depth
                 .with_label_values(&[driver.as_str(), "waiting"])
@@ -166,6 +174,15 @@ impl Metrics {
                 .set(i64::try_from(delivering).unwrap_or(i64::MAX));
         }
         self.runs.reset();
+        for status in [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Superseded,
+        ] {
+            self.runs.with_label_values(&[status.as_str()]).set(0);
+        }
         let mut active = 0;
         for (status, n) in store.runs_by_status()? {
             if !status.is_final() {
@@ -207,7 +224,7 @@ mod tests {
         METRICS.retries.with_label_values(&["d"]).inc();
         METRICS.in_flight.with_label_values(&["d"]).set(0);
         METRICS.log_lines.with_label_values(&["d"]).inc();
-        let text = METRICS.render(&store).unwrap();
+        let text = METRICS.render(&store, &["d".to_string()]).unwrap();
         for name in [
             RECONCILES,
             RECONCILE_SECONDS,
@@ -215,6 +232,8 @@ mod tests {
             RETRIES,
             RECONCILES_IN_FLIGHT,
             RUNS_IN_FLIGHT,
+            RUNS,
+            QUEUE_DEPTH,
             LOG_LINES,
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");

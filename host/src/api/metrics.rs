@@ -14,6 +14,12 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn scrape(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let text = METRICS.render(&s.store)?;
+    let drivers: Vec<String> = s
+        .registry
+        .all()
+        .iter()
+        .map(|d| d.info.name.clone())
+        .collect();
+    let text = METRICS.render(&s.store, &drivers)?;
     Ok(([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }
