@@ -141,7 +141,9 @@ impl Resources {
             )));
         }
         self.validate_spec(&res.resource, &res.spec)?;
-        if !res.pipeline.is_empty() {
+        let pipeline = if res.pipeline.is_empty() {
+            None
+        } else {
             let pipeline = self.store.pipeline(&res.pipeline)?.ok_or_else(|| {
                 ServiceError::NotFound(format!(
                     "Failed to get pipeline: pipeline {} not found",
@@ -154,11 +156,12 @@ impl Resources {
                     res.resource, pipeline.resource
                 )));
             }
-        }
+            Some(pipeline)
+        };
         res.id = uuid::Uuid::new_v4().to_string();
         res.metadata = BTreeMap::from([("version".to_string(), "1".to_string())]);
         let run_id = conveyor::new_run_id();
-        let run = self.run_for(&res, "create", &run_id)?;
+        let run = self.run_for(&res, "create", &run_id, pipeline.as_ref());
         if !self.store.insert_resource(&res, &run)? {
             return Err(ServiceError::Conflict(format!(
                 "Failed to insert resource: resource with name {} and type {} already exists",
@@ -214,7 +217,7 @@ impl Resources {
         }
         self.validate_spec(kind, &body.spec)?;
         let run_id = conveyor::new_run_id();
-        let mut run = None;
+        let pipeline = self.pipeline_of(kind, name)?;
         let updated = self.store.update_resource(
             kind,
             name,
@@ -230,9 +233,8 @@ impl Resources {
                     spec: body.spec,
                 }
             },
-            |new| self.run_for_change(new, "update", &run_id, &mut run),
+            |new| self.run_for(new, "update", &run_id, pipeline.as_ref()),
         )?;
-        run.transpose()?;
         let value = updated.ok_or_else(|| {
             ServiceError::NotFound(format!(
                 "Failed to update resource: resource with name {name} and type {kind} not found"
@@ -246,11 +248,10 @@ impl Resources {
     /// and sends `delete` with the last state as payload.
     pub fn delete_resource(&self, kind: &str, name: &str) -> Result<Change<Resource>> {
         let run_id = conveyor::new_run_id();
-        let mut run = None;
+        let pipeline = self.pipeline_of(kind, name)?;
         let deleted = self.store.delete_resource(kind, name, |old| {
-            self.run_for_change(old, "delete", &run_id, &mut run)
+            self.run_for(old, "delete", &run_id, pipeline.as_ref())
         })?;
-        run.transpose()?;
         let value = deleted.ok_or_else(|| resource_not_found(kind, name))?;
         self.queue.wake();
         Ok(Change { value, run_id })
@@ -282,14 +283,30 @@ impl Resources {
         Ok(())
     }
 
+    /// The pipeline of a stored resource, read before the change's transaction so that the
+    /// transaction does no more than write. `None` when it has none, or it is gone.
+    fn pipeline_of(&self, kind: &str, name: &str) -> Result<Option<Pipeline>> {
+        match self.store.resource(kind, name)? {
+            Some(r) if !r.pipeline.is_empty() => Ok(self.store.pipeline(&r.pipeline)?),
+            _ => Ok(None),
+        }
+    }
+
     /// The run a change starts: the resource's pipeline's steps (the first gets `event`, the
     /// later ones `process`), or one step per driver listening to `event` on the type, as one
     /// NATS message on `resources.<type>` reaches every driver's consumer. A pipeline that is
     /// gone, or no longer for this type, makes a run that is stored as failed.
-    fn run_for(&self, res: &Resource, event: &str, run_id: &str) -> Result<NewRun> {
-        let payload = serde_json::to_string(res).map_err(StoreError::from)?;
+    fn run_for(
+        &self,
+        res: &Resource,
+        event: &str,
+        run_id: &str,
+        pipeline: Option<&Pipeline>,
+    ) -> NewRun {
+        // A Resource is strings, string maps and a JSON value: it always serialises.
+        let payload = serde_json::to_string(res).expect("a resource serialises to JSON");
         let mut failure = None;
-        let (pipeline, steps) = if res.pipeline.is_empty() {
+        let (pipeline_name, steps) = if res.pipeline.is_empty() {
             let steps = self
                 .registry
                 .interested(&res.resource, event)
@@ -301,17 +318,17 @@ impl Resources {
                 .collect();
             (None, steps)
         } else {
-            let steps = match self.store.pipeline(&res.pipeline)? {
+            let steps = match pipeline.filter(|p| p.name == res.pipeline) {
                 Some(p) if p.resource == res.resource => p
                     .steps
-                    .into_iter()
+                    .iter()
                     .map(|s| NewStep {
                         name: if s.name.is_empty() {
                             s.driver.clone()
                         } else {
-                            s.name
+                            s.name.clone()
                         },
-                        driver: s.driver,
+                        driver: s.driver.clone(),
                     })
                     .collect(),
                 Some(p) => {
@@ -328,45 +345,15 @@ impl Resources {
             };
             (Some(res.pipeline.clone()), steps)
         };
-        Ok(NewRun {
+        NewRun {
             run_id: run_id.to_string(),
             resource_type: res.resource.clone(),
             resource_name: res.name.clone(),
-            pipeline,
+            pipeline: pipeline_name,
             event: event.to_string(),
             payload,
             steps,
             failure,
-        })
-    }
-
-    /// [`Resources::run_for`] inside a store transaction's callback: the error is kept in
-    /// `slot` and the change gets an empty run, which the caller then refuses to report.
-    fn run_for_change(
-        &self,
-        res: &Resource,
-        event: &str,
-        run_id: &str,
-        slot: &mut Option<Result<()>>,
-    ) -> NewRun {
-        match self.run_for(res, event, run_id) {
-            Ok(run) => {
-                *slot = Some(Ok(()));
-                run
-            }
-            Err(e) => {
-                *slot = Some(Err(e));
-                NewRun {
-                    run_id: run_id.to_string(),
-                    resource_type: res.resource.clone(),
-                    resource_name: res.name.clone(),
-                    pipeline: None,
-                    event: event.to_string(),
-                    payload: String::new(),
-                    steps: Vec::new(),
-                    failure: Some("the run could not be prepared".into()),
-                }
-            }
         }
     }
 
