@@ -202,6 +202,19 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_reads_go_nulls_as_empty() {
+        let p: Pipeline =
+            serde_json::from_str(r#"{"name":"p","resource":"pipe","steps":null,"metadata":null}"#)
+                .unwrap();
+        assert!(p.steps.is_empty() && p.metadata.is_empty());
+        let p: Pipeline = serde_json::from_str(
+            r#"{"name":"p","resource":"pipe","steps":[{"id":"1","name":"build","driver":"builder"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.steps[0].driver, "builder");
+    }
+
+    #[test]
     fn ids_have_conveyor_shapes() {
         let m = new_message_id();
         assert_eq!(m.len(), 24);
