@@ -378,7 +378,7 @@ async fn five_hundred_events_survive_a_sigkill() {
                 let resp = client
                     .post(url)
                     .json(&json!({"name": format!("r{i}"), "resource": "test",
-                                  "spec": {"action": "sleep", "ms": 40}}))
+                                  "spec": {"action": "sleep", "ms": 60}}))
                     .send()
                     .await
                     .expect("create");
