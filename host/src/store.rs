@@ -1025,6 +1025,46 @@ mod tests {
     }
 
     #[test]
+    fn a_store_from_before_runs_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE queue (id INTEGER PRIMARY KEY AUTOINCREMENT, driver TEXT NOT NULL,
+                    event TEXT NOT NULL, run_id TEXT NOT NULL, message_id TEXT NOT NULL,
+                    resource_type TEXT NOT NULL, resource_name TEXT NOT NULL, pipeline TEXT,
+                    payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                    not_before INTEGER NOT NULL DEFAULT 0, claimed INTEGER NOT NULL DEFAULT 0,
+                    enqueued_at TEXT NOT NULL);
+                 CREATE TABLE results (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+                    driver TEXT NOT NULL, message_id TEXT NOT NULL, event TEXT NOT NULL,
+                    resource_type TEXT NOT NULL, resource_name TEXT NOT NULL,
+                    success INTEGER NOT NULL, outcome TEXT NOT NULL, failure_kind TEXT,
+                    message TEXT NOT NULL, data TEXT, attempts INTEGER NOT NULL,
+                    started_at TEXT NOT NULL, finished_at TEXT NOT NULL);
+                 INSERT INTO results (run_id, driver, message_id, event, resource_type,
+                    resource_name, success, outcome, message, data, attempts, started_at,
+                    finished_at)
+                 VALUES ('OLD', 'd1', 'm', 'create', 'pipe', 'a', 0, 'failure', 'no', 'null', 1,
+                    't0', 't1');
+                 INSERT INTO queue (driver, event, run_id, message_id, resource_type,
+                    resource_name, payload, enqueued_at)
+                 VALUES ('d1', 'create', 'OLD2', 'm', 'pipe', 'b', '{}', 't');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let old = s.run("OLD").unwrap().unwrap();
+        assert_eq!(old.status, RunStatus::Failed);
+        assert_eq!(old.steps[0].result.as_ref().unwrap().message, "no");
+        let q = s.claim_next("d1", 0).unwrap().unwrap();
+        assert_eq!(q.event.step, 1);
+        assert!(s.complete(q.id, &result_for(&q, true, "ok")).unwrap());
+        assert_eq!(s.run("OLD2").unwrap().unwrap().status, RunStatus::Succeeded);
+    }
+
+    #[test]
     fn events_of_a_missing_driver_fail_their_run() {
         let (_d, s) = store();
         s.insert_resource(

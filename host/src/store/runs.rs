@@ -680,7 +680,7 @@ impl Store {
             read_run(&conn, run_id)?
         };
         let Some(mut run) = run else {
-            return Ok(None);
+            return Ok(legacy_run(run_id, self.results(run_id)?));
         };
         for result in self.results(run_id)? {
             if let Some(step) = run.steps.iter_mut().find(|s| s.step == result.step) {
@@ -750,6 +750,50 @@ impl Store {
             .filter_map(|(s, n)| Some((s.parse().ok()?, n)))
             .collect())
     }
+}
+
+/// A run stored before runs had their own rows: only its results are known.
+fn legacy_run(run_id: &str, results: Vec<StoredResult>) -> Option<RunRecord> {
+    let first = results.first()?.clone();
+    let failed = results.iter().find(|r| !r.success);
+    Some(RunRecord {
+        runid: run_id.to_string(),
+        resource_type: first.resource_type,
+        resource_name: first.resource_name,
+        pipeline: None,
+        event: first.event,
+        status: if failed.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        },
+        message: failed
+            .map(|r| format!("{} failed: {}", r.driver, r.message))
+            .unwrap_or_default(),
+        created_at: first.started_at.clone(),
+        started_at: Some(first.started_at),
+        finished_at: results.iter().map(|r| r.finished_at.clone()).max(),
+        steps: results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| StepRecord {
+                step: i as u32 + 1,
+                name: r.driver.clone(),
+                driver: r.driver.clone(),
+                event: Some(r.event.clone()),
+                status: if r.success {
+                    StepStatus::Succeeded
+                } else {
+                    StepStatus::Failed
+                },
+                attempts: r.attempts,
+                message: r.message.clone(),
+                started_at: Some(r.started_at.clone()),
+                finished_at: Some(r.finished_at.clone()),
+                result: Some(r),
+            })
+            .collect(),
+    })
 }
 
 fn read_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>> {
