@@ -393,6 +393,7 @@ async fn five_hundred_events_survive_a_sigkill() {
     let (_, before) = host.get("/runs?status=succeeded&limit=1000").await;
     let done_before = before.as_array().unwrap().len();
     host.kill();
+    let killed_at = time::OffsetDateTime::now_utc();
     assert!(
         done_before < EVENTS,
         "the kill must leave work queued ({done_before} of {EVENTS} already done)"
@@ -436,6 +437,14 @@ async fn five_hundred_events_survive_a_sigkill() {
         );
         if attempts > 1 {
             assert_eq!(attempts, 2, "{r}");
+            // Its first attempt started before the kill and had not finished (there is one
+            // result): it was in flight.
+            let first_start = time::OffsetDateTime::parse(
+                r["steps"][0]["started_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            assert!(first_start < killed_at, "{r}");
             ran_twice += 1;
         }
     }
