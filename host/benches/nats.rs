@@ -119,11 +119,14 @@ async fn publish(js: &jetstream::Context, n: usize) {
         "metadata": {"version": "1"}, "spec": {}
     })
     .to_string();
+    // Fresh ids for every batch: the host's result carries a Nats-Msg-Id made of them, and
+    // JetStream would drop a second batch's results as duplicates of the first's.
+    let batch = uuid::Uuid::new_v4();
     let mut acks = Vec::with_capacity(n);
     for i in 0..n {
         let message = serde_json::json!({
             "event": "create", "payload": payload,
-            "id": format!("{i:024x}"), "run_id": format!("run-{i}"),
+            "id": format!("{i:024x}"), "run_id": format!("{batch}-{i}"),
         });
         acks.push(
             js.publish("resources.noop", message.to_string().into())
@@ -222,6 +225,10 @@ fn main() {
         // `cargo test --benches` runs bench targets without --bench: nothing to check here.
         return;
     }
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let wasm = noop_driver();
     let drivers = tempfile::tempdir().expect("temp dir");
     std::fs::copy(&wasm, drivers.path().join("noop-driver.wasm")).expect("copy driver");
@@ -233,6 +240,7 @@ fn main() {
         let js = jetstream::new(client);
         streams(&js).await;
 
+        eprintln!("bare loop: publishing {EVENTS} events");
         let bare = durable(&js, "messages", "bare", vec!["resources.noop".into()]).await;
         publish(&js, EVENTS).await;
         let bare_rate = drain_rate(&bare, EVENTS).await;
@@ -242,6 +250,7 @@ fn main() {
 
         let mut rows = vec![("bare pull-and-ack loop".to_string(), bare_rate)];
         for concurrency in [1, 4, 16] {
+            eprintln!("conveyor-host, concurrency {concurrency}: publishing {EVENTS} events");
             let rate = host_rate(&url, &js, concurrency, drivers.path()).await;
             rows.push((
                 format!("conveyor-host, noop, concurrency {concurrency}"),

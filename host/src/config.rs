@@ -55,6 +55,9 @@ pub struct Config {
     /// The Conveyor server, for the drivers' API client in NATS mode.
     #[serde(default)]
     pub conveyor: ConveyorConfig,
+    /// Runs and pipelines.
+    #[serde(default)]
+    pub runs: RunsConfig,
 }
 
 /// `[conveyor]`: the Conveyor server this host works for (NATS mode).
@@ -63,6 +66,29 @@ pub struct Config {
 pub struct ConveyorConfig {
     /// The server's REST API, for the drivers' `client` import, e.g. `http://localhost:8080`.
     pub api_url: Option<String>,
+}
+
+/// `[runs]`: runs and pipelines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsConfig {
+    /// How long an event waits for a driver that is not loaded (a pipeline step naming a
+    /// driver that is not there, or an event queued before its driver was removed) before
+    /// its step fails, and with it the run.
+    #[serde(default = "default_missing_driver_wait", deserialize_with = "duration")]
+    pub missing_driver_wait: Duration,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        RunsConfig {
+            missing_driver_wait: default_missing_driver_wait(),
+        }
+    }
+}
+
+fn default_missing_driver_wait() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[api]`: the HTTP API.

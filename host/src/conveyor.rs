@@ -58,6 +58,52 @@ pub struct ResourceDefinition {
     pub schema: serde_json::Value,
 }
 
+/// A pipeline: `pkg/types/pipelines.go` `Pipeline`. Steps run in array order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// The name resources refer to in their `pipeline` field.
+    #[serde(default)]
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The pipeline's own version string.
+    #[serde(default)]
+    pub version: String,
+    /// The resource type (a definition's name) the pipeline runs for.
+    #[serde(default)]
+    pub resource: String,
+    /// The steps, in order.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub steps: Vec<Step>,
+    /// String-to-string metadata.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A pipeline step: `pkg/types/pipelines.go` `Step`. `id` is informational.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Free-form id.
+    #[serde(default)]
+    pub id: String,
+    /// The step's name.
+    #[serde(default)]
+    pub name: String,
+    /// The driver that runs it.
+    #[serde(default)]
+    pub driver: String,
+}
+
+/// Go encodes an absent slice or map as `null`; read it as empty.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A driver's result: `DriverResult` plus the driver name (`DriverResultEvent`), as stored in
 /// `metadata["driverresults.<driver>"]` and published in `PipelineEvent.driverresult`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +199,19 @@ mod tests {
         assert_eq!(v["step"], "1");
         let back: Log = serde_json::from_value(v).unwrap();
         assert_eq!(back, log);
+    }
+
+    #[test]
+    fn pipeline_reads_go_nulls_as_empty() {
+        let p: Pipeline =
+            serde_json::from_str(r#"{"name":"p","resource":"pipe","steps":null,"metadata":null}"#)
+                .unwrap();
+        assert!(p.steps.is_empty() && p.metadata.is_empty());
+        let p: Pipeline = serde_json::from_str(
+            r#"{"name":"p","resource":"pipe","steps":[{"id":"1","name":"build","driver":"builder"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.steps[0].driver, "builder");
     }
 
     #[test]

@@ -94,6 +94,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 registry.clone(),
                 queue.clone(),
             ));
+            tokio::spawn(queue.clone().fail_missing_drivers(
+                registry.clone(),
+                config.runs.missing_driver_wait,
+                shutdown.clone(),
+            ));
             let manager = Manager::new(
                 queue,
                 registry.clone(),

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod events;
 pub mod logs;
 pub mod manager;
+pub mod metrics;
 pub mod registry;
 pub mod resources;
 pub mod rest_client;

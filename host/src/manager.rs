@@ -186,12 +186,29 @@ impl<S: EventSource> Manager<S> {
             timeout: settings.timeout,
             memory: settings.memory,
         };
-        let outcome = self
+        let metrics = &crate::metrics::METRICS;
+        let in_flight = metrics.in_flight.with_label_values(&[d.driver.as_str()]);
+        in_flight.inc();
+        let clock = std::time::Instant::now();
+        let reconciled = self
             .sandbox
-            .reconcile(&driver.pre, event, ctx, budget)
+            .reconcile_timed(&driver.pre, event, ctx, budget)
             .await;
+        in_flight.dec();
 
-        let verdict = decide(outcome, d.attempt, settings);
+        let verdict = decide(reconciled.outcome, d.attempt, settings);
+        metrics.reconciled(
+            &d.driver,
+            &verdict.outcome,
+            clock.elapsed(),
+            reconciled.instantiate,
+        );
+        if verdict.retry.is_some() {
+            metrics
+                .retries
+                .with_label_values(&[d.driver.as_str()])
+                .inc();
+        }
         if let Some(line) = &verdict.note {
             logger.host_line(line.clone());
         }
@@ -217,6 +234,7 @@ impl<S: EventSource> Manager<S> {
                     attempts: d.attempt,
                     started_at,
                     finished_at: crate::clock::now_rfc3339(),
+                    step: 0,
                 }),
             },
         }

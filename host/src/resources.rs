@@ -1,5 +1,6 @@
-//! The embedded control plane: resource definitions and resources, validated and stored, and
-//! the events each change sends to the drivers that listen. The HTTP API and the drivers' API
+//! The embedded control plane: resource definitions, pipelines and resources, validated and
+//! stored, and the run each resource change starts: its pipeline's steps in order, or one
+//! step per driver that listens. The HTTP API and the drivers' API
 //! client both go through here, so they validate and emit events the same way.
 //!
 //! Messages follow upstream Conveyor's wording; where upstream answers 500 for a missing or
@@ -8,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::conveyor::{self, CreatedResponse, Resource, ResourceDefinition};
+use crate::conveyor::{self, CreatedResponse, Pipeline, Resource, ResourceDefinition};
 use crate::events::embedded::EmbeddedQueue;
 use crate::registry::Registry;
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::{NewRun, NewStep, Store, StoreError};
 use crate::wasm::ApiClient;
 use crate::wasm::bindings::{ClientError, Created};
 
@@ -39,11 +40,11 @@ type Result<T> = std::result::Result<T, ServiceError>;
 pub struct Change<T> {
     /// The stored object.
     pub value: T,
-    /// The run id of the events it sent (also when no driver listens).
+    /// The run it started (also when no driver listens).
     pub run_id: String,
 }
 
-/// Resource definitions and resources.
+/// Resource definitions, pipelines and resources.
 pub struct Resources {
     store: Arc<Store>,
     registry: Arc<Registry>,
@@ -140,17 +141,28 @@ impl Resources {
             )));
         }
         self.validate_spec(&res.resource, &res.spec)?;
-        if !res.pipeline.is_empty() {
-            return Err(ServiceError::Invalid(format!(
-                "Resource names pipeline {:?}, but pipelines are not supported by this version of conveyor-host",
-                res.pipeline
-            )));
-        }
+        let pipeline = if res.pipeline.is_empty() {
+            None
+        } else {
+            let pipeline = self.store.pipeline(&res.pipeline)?.ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "Failed to get pipeline: pipeline {} not found",
+                    res.pipeline
+                ))
+            })?;
+            if pipeline.resource != res.resource {
+                return Err(ServiceError::Invalid(format!(
+                    "Resource type {} does not match pipeline resource type {}",
+                    res.resource, pipeline.resource
+                )));
+            }
+            Some(pipeline)
+        };
         res.id = uuid::Uuid::new_v4().to_string();
         res.metadata = BTreeMap::from([("version".to_string(), "1".to_string())]);
         let run_id = conveyor::new_run_id();
-        let events = self.events_for(&res, "create", &run_id)?;
-        if !self.store.insert_resource(&res, &events)? {
+        let run = self.run_for(&res, "create", &run_id, pipeline.as_ref());
+        if !self.store.insert_resource(&res, &run)? {
             return Err(ServiceError::Conflict(format!(
                 "Failed to insert resource: resource with name {} and type {} already exists",
                 res.name, res.resource
@@ -205,7 +217,7 @@ impl Resources {
         }
         self.validate_spec(kind, &body.spec)?;
         let run_id = conveyor::new_run_id();
-        let mut events = Ok(Vec::new());
+        let pipeline = self.pipeline_of(kind, name)?;
         let updated = self.store.update_resource(
             kind,
             name,
@@ -221,12 +233,8 @@ impl Resources {
                     spec: body.spec,
                 }
             },
-            |new| {
-                events = self.events_for(new, "update", &run_id);
-                events.as_ref().map(Clone::clone).unwrap_or_default()
-            },
+            |new| self.run_for(new, "update", &run_id, pipeline.as_ref()),
         )?;
-        events?;
         let value = updated.ok_or_else(|| {
             ServiceError::NotFound(format!(
                 "Failed to update resource: resource with name {name} and type {kind} not found"
@@ -240,12 +248,10 @@ impl Resources {
     /// and sends `delete` with the last state as payload.
     pub fn delete_resource(&self, kind: &str, name: &str) -> Result<Change<Resource>> {
         let run_id = conveyor::new_run_id();
-        let mut events = Ok(Vec::new());
+        let pipeline = self.pipeline_of(kind, name)?;
         let deleted = self.store.delete_resource(kind, name, |old| {
-            events = self.events_for(old, "delete", &run_id);
-            events.as_ref().map(Clone::clone).unwrap_or_default()
+            self.run_for(old, "delete", &run_id, pipeline.as_ref())
         })?;
-        events?;
         let value = deleted.ok_or_else(|| resource_not_found(kind, name))?;
         self.queue.wake();
         Ok(Change { value, run_id })
@@ -277,27 +283,160 @@ impl Resources {
         Ok(())
     }
 
-    /// One event per listening driver, all sharing the run id and message id, as one NATS
-    /// message on `resources.<type>` reaches every driver's consumer.
-    fn events_for(&self, res: &Resource, event: &str, run_id: &str) -> Result<Vec<NewEvent>> {
-        let payload = serde_json::to_string(res).map_err(StoreError::from)?;
-        let message_id = conveyor::new_message_id();
-        Ok(self
-            .registry
-            .interested(&res.resource, event)
-            .into_iter()
-            .map(|driver| NewEvent {
-                driver,
-                event: event.to_string(),
-                run_id: run_id.to_string(),
-                message_id: message_id.clone(),
-                resource_type: res.resource.clone(),
-                resource_name: res.name.clone(),
-                pipeline: (!res.pipeline.is_empty()).then(|| res.pipeline.clone()),
-                payload: payload.clone(),
-            })
-            .collect())
+    /// The pipeline of a stored resource, read before the change's transaction so that the
+    /// transaction does no more than write. `None` when it has none, or it is gone.
+    fn pipeline_of(&self, kind: &str, name: &str) -> Result<Option<Pipeline>> {
+        match self.store.resource(kind, name)? {
+            Some(r) if !r.pipeline.is_empty() => Ok(self.store.pipeline(&r.pipeline)?),
+            _ => Ok(None),
+        }
     }
+
+    /// The run a change starts: the resource's pipeline's steps (the first gets `event`, the
+    /// later ones `process`), or one step per driver listening to `event` on the type, as one
+    /// NATS message on `resources.<type>` reaches every driver's consumer. A pipeline that is
+    /// gone, or no longer for this type, makes a run that is stored as failed.
+    fn run_for(
+        &self,
+        res: &Resource,
+        event: &str,
+        run_id: &str,
+        pipeline: Option<&Pipeline>,
+    ) -> NewRun {
+        // A Resource is strings, string maps and a JSON value: it always serialises.
+        let payload = serde_json::to_string(res).expect("a resource serialises to JSON");
+        let mut failure = None;
+        let (pipeline_name, steps) = if res.pipeline.is_empty() {
+            let steps = self
+                .registry
+                .interested(&res.resource, event)
+                .into_iter()
+                .map(|driver| NewStep {
+                    name: driver.clone(),
+                    driver,
+                })
+                .collect();
+            (None, steps)
+        } else {
+            let steps = match pipeline.filter(|p| p.name == res.pipeline) {
+                Some(p) if p.resource == res.resource => p
+                    .steps
+                    .iter()
+                    .map(|s| NewStep {
+                        name: if s.name.is_empty() {
+                            s.driver.clone()
+                        } else {
+                            s.name.clone()
+                        },
+                        driver: s.driver.clone(),
+                    })
+                    .collect(),
+                Some(p) => {
+                    failure = Some(format!(
+                        "pipeline {} is now for resources of type {}, not {}",
+                        p.name, p.resource, res.resource
+                    ));
+                    Vec::new()
+                }
+                None => {
+                    failure = Some(format!("pipeline {} not found", res.pipeline));
+                    Vec::new()
+                }
+            };
+            (Some(res.pipeline.clone()), steps)
+        };
+        NewRun {
+            run_id: run_id.to_string(),
+            resource_type: res.resource.clone(),
+            resource_name: res.name.clone(),
+            pipeline: pipeline_name,
+            event: event.to_string(),
+            payload,
+            steps,
+            failure,
+        }
+    }
+
+    // ---- pipelines ----
+
+    /// `POST /pipelines`: the definition named by `resource` must exist; a duplicate name is
+    /// a conflict (upstream silently overwrites).
+    pub fn create_pipeline(&self, p: Pipeline) -> Result<Pipeline> {
+        self.check_pipeline(&p)?;
+        if !self.store.insert_pipeline(&p)? {
+            return Err(ServiceError::Conflict(format!(
+                "Failed to create pipeline: pipeline with name {} already exists",
+                p.name
+            )));
+        }
+        Ok(p)
+    }
+
+    /// `GET /pipelines`.
+    pub fn pipelines(&self) -> Result<Vec<Pipeline>> {
+        Ok(self.store.pipelines()?)
+    }
+
+    /// `GET /pipelines/{name}`.
+    pub fn pipeline(&self, name: &str) -> Result<Pipeline> {
+        self.store
+            .pipeline(name)?
+            .ok_or_else(|| pipeline_not_found(name))
+    }
+
+    /// `PUT /pipelines/{name}`: replaces the pipeline; a body `name` must match the path.
+    /// Runs already started keep their steps.
+    pub fn replace_pipeline(&self, name: &str, mut p: Pipeline) -> Result<Pipeline> {
+        if !p.name.is_empty() && p.name != name {
+            return Err(ServiceError::Invalid(
+                "Pipeline name in URL and body do not match".into(),
+            ));
+        }
+        p.name = name.to_string();
+        self.check_pipeline(&p)?;
+        if !self.store.replace_pipeline(&p)? {
+            return Err(pipeline_not_found(name));
+        }
+        Ok(p)
+    }
+
+    /// `DELETE /pipelines/{name}`.
+    pub fn delete_pipeline(&self, name: &str) -> Result<()> {
+        if self.store.delete_pipeline(name)? {
+            Ok(())
+        } else {
+            Err(pipeline_not_found(name))
+        }
+    }
+
+    fn check_pipeline(&self, p: &Pipeline) -> Result<()> {
+        require_name(&p.name, "Pipeline name is required")?;
+        if p.name.contains('/') {
+            return Err(ServiceError::Invalid(format!(
+                "Pipeline name {:?} must not contain '/'",
+                p.name
+            )));
+        }
+        if self.store.definition(&p.resource)?.is_none() {
+            return Err(ServiceError::NotFound(format!(
+                "Failed to find resource definition: {}",
+                definition_not_found(&p.resource)
+            )));
+        }
+        for (i, step) in p.steps.iter().enumerate() {
+            if step.driver.trim().is_empty() {
+                return Err(ServiceError::Invalid(format!(
+                    "Pipeline step {} has no driver",
+                    i + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pipeline_not_found(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!("pipeline with name {name} not found"))
 }
 
 fn require_name(name: &str, message: &str) -> Result<()> {

@@ -1,17 +1,24 @@
 //! The embedded store: one SQLite file holding resource definitions, resources and their
 //! versions, the durable event queue, results and log lines.
 //!
-//! Every write that must be atomic (a resource and the events it triggers; a result and the
-//! ack of its event) is one transaction. The database runs in WAL mode with
+//! Every write that must be atomic (a resource, its run and the events it triggers; a result,
+//! the ack of its event and the next pipeline step) is one transaction. The database runs in WAL mode with
 //! `synchronous=NORMAL`: a committed transaction survives a crash of the host process; the
 //! last few may be lost if the machine itself loses power.
+
+mod runs;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::broadcast;
 
 use crate::conveyor::{Log, Resource, ResourceDefinition};
+
+pub use runs::{
+    NewRun, NewStep, RunEnded, RunFilter, RunRecord, RunStatus, StepRecord, StepStatus,
+};
 
 /// A store error.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +65,9 @@ CREATE TABLE IF NOT EXISTS queue (
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before INTEGER NOT NULL DEFAULT 0,
     claimed INTEGER NOT NULL DEFAULT 0,
-    enqueued_at TEXT NOT NULL
+    enqueued_at TEXT NOT NULL,
+    step INTEGER NOT NULL DEFAULT 1,
+    enqueued_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_ready ON queue (driver, claimed, not_before);
 CREATE TABLE IF NOT EXISTS results (
@@ -76,7 +85,8 @@ CREATE TABLE IF NOT EXISTS results (
     data TEXT,
     attempts INTEGER NOT NULL,
     started_at TEXT NOT NULL,
-    finished_at TEXT NOT NULL
+    finished_at TEXT NOT NULL,
+    step INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
 CREATE TABLE IF NOT EXISTS logs (
@@ -89,7 +99,46 @@ CREATE TABLE IF NOT EXISTS logs (
     labels TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_run ON logs (run_id, driver);
+CREATE TABLE IF NOT EXISTS pipelines (
+    name TEXT PRIMARY KEY,
+    json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    resource_type TEXT NOT NULL,
+    resource_name TEXT NOT NULL,
+    pipeline TEXT,
+    event TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_resource ON runs (resource_type, resource_name);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS run_steps (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    event TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    started_at TEXT,
+    finished_at TEXT,
+    PRIMARY KEY (run_id, step)
+);
 "#;
+
+/// Columns added after the first release of the schema: `(table, column, declaration)`.
+/// `CREATE TABLE IF NOT EXISTS` leaves an older table as it is, so they are added here.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("queue", "step", "INTEGER NOT NULL DEFAULT 1"),
+    ("queue", "enqueued_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("results", "step", "INTEGER NOT NULL DEFAULT 1"),
+];
 
 /// An event to enqueue for one driver.
 #[derive(Debug, Clone)]
@@ -110,6 +159,8 @@ pub struct NewEvent {
     pub pipeline: Option<String>,
     /// The resource as JSON text.
     pub payload: String,
+    /// The run's step this event is (1-based; every driver of a broadcast run has its own).
+    pub step: u32,
 }
 
 /// An event taken from the queue for delivery.
@@ -154,6 +205,9 @@ pub struct StoredResult {
     pub started_at: String,
     /// When it finished (RFC 3339).
     pub finished_at: String,
+    /// The run's step it is the result of (1-based). The store sets it from the event's
+    /// queue row when it stores the result.
+    pub step: u32,
 }
 
 /// A stored log line and its sequence number (its position in the store, which is also
@@ -182,6 +236,9 @@ pub struct LogFilter {
 /// The SQLite store.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Runs that reached a final status, announced after the transaction that ended them
+    /// commits (log streams end on it).
+    ended: broadcast::Sender<RunEnded>,
 }
 
 impl Store {
@@ -194,10 +251,37 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        for (table, column, decl) in ADDED_COLUMNS {
+            let exists: bool = conn.query_row(
+                &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
+        }
         conn.execute("UPDATE queue SET claimed = 0 WHERE claimed = 1", [])?;
+        conn.execute(
+            "UPDATE run_steps SET status = 'queued' WHERE status = 'running'",
+            [],
+        )?;
         Ok(Store {
             conn: Mutex::new(conn),
+            ended: broadcast::channel(1024).0,
         })
+    }
+
+    /// Follows runs as they reach a final status.
+    pub fn subscribe_ended(&self) -> broadcast::Receiver<RunEnded> {
+        self.ended.subscribe()
+    }
+
+    fn announce(&self, ended: Vec<RunEnded>) {
+        for e in ended {
+            // No subscriber is not an error.
+            let _ = self.ended.send(e);
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -300,9 +384,9 @@ impl Store {
         Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
     }
 
-    /// Inserts a new resource, its version snapshot and its events in one transaction;
-    /// `false` (and nothing written) when the name is taken for that type.
-    pub fn insert_resource(&self, res: &Resource, events: &[NewEvent]) -> Result<bool> {
+    /// Inserts a new resource, its version snapshot, its run and the run's first events in
+    /// one transaction; `false` (and nothing written) when the name is taken for that type.
+    pub fn insert_resource(&self, res: &Resource, run: &NewRun) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let json = serde_json::to_string(res)?;
@@ -314,20 +398,22 @@ impl Store {
             return Ok(false);
         }
         write_snapshot(&tx, res, &json)?;
-        enqueue(&tx, events)?;
+        let ended = runs::start_run(&tx, run)?;
         tx.commit()?;
+        drop(conn);
+        self.announce(ended);
         Ok(true)
     }
 
     /// Replaces a resource's state through `change`, which gets the stored copy and returns
-    /// the new one, and enqueues `events(new)`, in one transaction. `None` when the resource
-    /// does not exist.
+    /// the new one, and starts the run `run(new)`, in one transaction. `None` when the
+    /// resource does not exist.
     pub fn update_resource(
         &self,
         kind: &str,
         name: &str,
         change: impl FnOnce(Resource) -> Resource,
-        events: impl FnOnce(&Resource) -> Vec<NewEvent>,
+        run: impl FnOnce(&Resource) -> NewRun,
     ) -> Result<Option<Resource>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -341,18 +427,20 @@ impl Store {
             params![kind, name, json],
         )?;
         write_snapshot(&tx, &new, &json)?;
-        enqueue(&tx, &events(&new))?;
+        let ended = runs::start_run(&tx, &run(&new))?;
         tx.commit()?;
+        drop(conn);
+        self.announce(ended);
         Ok(Some(new))
     }
 
-    /// Deletes a resource's current state (its version snapshots stay) and enqueues
-    /// `events(deleted)`, in one transaction. `None` when there was none.
+    /// Deletes a resource's current state (its version snapshots stay) and starts the run
+    /// `run(deleted)`, in one transaction. `None` when there was none.
     pub fn delete_resource(
         &self,
         kind: &str,
         name: &str,
-        events: impl FnOnce(&Resource) -> Vec<NewEvent>,
+        run: impl FnOnce(&Resource) -> NewRun,
     ) -> Result<Option<Resource>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -363,22 +451,24 @@ impl Store {
             "DELETE FROM resources WHERE type = ?1 AND name = ?2",
             [kind, name],
         )?;
-        enqueue(&tx, &events(&current))?;
+        let ended = runs::start_run(&tx, &run(&current))?;
         tx.commit()?;
+        drop(conn);
+        self.announce(ended);
         Ok(Some(current))
     }
 
     // ---- the event queue ----
 
     /// Takes the oldest event for `driver` that is due at `now_ms` and not being delivered,
-    /// marks it as being delivered and counts the attempt.
+    /// marks it (and its run step) as being delivered and counts the attempt.
     pub fn claim_next(&self, driver: &str, now_ms: i64) -> Result<Option<QueuedEvent>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let row = tx
             .query_row(
                 "SELECT id, driver, event, run_id, message_id, resource_type, resource_name,
-                        pipeline, payload, attempts
+                        pipeline, payload, attempts, step
                  FROM queue WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
                  ORDER BY not_before, id LIMIT 1",
                 params![driver, now_ms],
@@ -394,6 +484,7 @@ impl Store {
                             resource_name: r.get(6)?,
                             pipeline: r.get(7)?,
                             payload: r.get(8)?,
+                            step: r.get(10)?,
                         },
                         attempt: r.get::<_, u32>(9)? + 1,
                     })
@@ -405,6 +496,7 @@ impl Store {
                 "UPDATE queue SET claimed = 1, attempts = ?2 WHERE id = ?1",
                 params![q.id, q.attempt],
             )?;
+            runs::step_started(&tx, &q.event.run_id, q.event.step, q.attempt)?;
         }
         tx.commit()?;
         Ok(row)
@@ -419,70 +511,126 @@ impl Store {
         )?)
     }
 
-    /// Puts a claimed event back, due again at `not_before_ms`.
+    /// Puts a claimed event back, due again at `not_before_ms`; its step shows `retrying`.
     pub fn release(&self, id: i64, not_before_ms: i64) -> Result<()> {
-        self.conn().execute(
-            "UPDATE queue SET claimed = 0, not_before = ?2 WHERE id = ?1",
-            params![id, not_before_ms],
-        )?;
-        Ok(())
-    }
-
-    /// Stores a final result and removes its event from the queue, in one transaction. The
-    /// result is also recorded on the resource as `metadata["driverresults.<driver>"]`, as
-    /// Conveyor's pipeline engine does, without bumping its version.
-    pub fn complete(&self, id: i64, result: &StoredResult) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO results (run_id, driver, message_id, event, resource_type, resource_name,
-                success, outcome, failure_kind, message, data, attempts, started_at, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
-                result.run_id,
-                result.driver,
-                result.message_id,
-                result.event,
-                result.resource_type,
-                result.resource_name,
-                result.success,
-                result.outcome,
-                result.failure_kind,
-                result.message,
-                serde_json::to_string(&result.data)?,
-                result.attempts,
-                result.started_at,
-                result.finished_at,
-            ],
+            "UPDATE queue SET claimed = 0, not_before = ?2 WHERE id = ?1",
+            params![id, not_before_ms],
         )?;
-        if result.event != "delete"
-            && let Some(mut res) = read_resource(&tx, &result.resource_type, &result.resource_name)?
-        {
-            let entry = crate::conveyor::DriverResult {
-                success: result.success,
-                message: result.message.clone(),
-                data: result.data.clone(),
-                driver: result.driver.clone(),
-            };
-            res.metadata.insert(
-                format!("driverresults.{}", result.driver),
-                serde_json::to_string(&entry)?,
-            );
-            tx.execute(
-                "UPDATE resources SET json = ?3 WHERE type = ?1 AND name = ?2",
-                params![res.resource, res.name, serde_json::to_string(&res)?],
-            )?;
-        }
-        tx.execute("DELETE FROM queue WHERE id = ?1", [id])?;
+        tx.execute(
+            "UPDATE run_steps SET status = 'retrying'
+             WHERE (run_id, step) IN (SELECT run_id, step FROM queue WHERE id = ?1)",
+            [id],
+        )?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Removes an event that can never be delivered (its payload is unusable).
-    pub fn discard(&self, id: i64) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM queue WHERE id = ?1", [id])?;
-        Ok(())
+    /// Stores a final result, removes its event from the queue and moves its run on (the
+    /// next pipeline step is enqueued, or the run ends), in one transaction. The result is
+    /// also recorded on the resource as `metadata["driverresults.<driver>"]`, as Conveyor's
+    /// pipeline engine does, without bumping its version. `false` when the event was no
+    /// longer queued (nothing is written then).
+    pub fn complete(&self, id: i64, result: &StoredResult) -> Result<bool> {
+        self.settle_step(id, runs::StepEnd::Result(result))
+    }
+
+    /// Removes an event its driver does not handle: the step is `skipped` and the run moves
+    /// on as after a success.
+    pub fn skip(&self, id: i64, reason: &str) -> Result<bool> {
+        self.settle_step(id, runs::StepEnd::Skipped(reason))
+    }
+
+    fn settle_step(&self, id: i64, end: runs::StepEnd<'_>) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(row) = runs::queue_row(&tx, id)? else {
+            return Ok(false);
+        };
+        let ended = settle_in(&tx, id, &row, &end)?;
+        tx.commit()?;
+        drop(conn);
+        self.announce(ended);
+        Ok(true)
+    }
+
+    /// Ends every unclaimed event for `driver` enqueued at or before `cutoff_ms` with a
+    /// failed result saying `reason` (its driver is not loaded). Returns how many.
+    pub fn fail_waiting(&self, driver: &str, cutoff_ms: i64, reason: &str) -> Result<usize> {
+        let ids: Vec<i64> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM queue WHERE driver = ?1 AND claimed = 0 AND enqueued_ms <= ?2
+                 ORDER BY id",
+            )?;
+            stmt.query_map(params![driver, cutoff_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let mut failed = 0;
+        for id in ids {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            // Checked again inside the transaction: the driver may have been loaded and
+            // claimed the event since.
+            let Some(row) = runs::queue_row(&tx, id)?.filter(|r| !r.claimed) else {
+                continue;
+            };
+            let now = crate::clock::now_rfc3339();
+            let result = StoredResult {
+                run_id: row.run_id.clone(),
+                driver: row.driver.clone(),
+                message_id: row.message_id.clone(),
+                event: row.event.clone(),
+                resource_type: row.resource_type.clone(),
+                resource_name: row.resource_name.clone(),
+                success: false,
+                outcome: "driver-not-loaded".into(),
+                failure_kind: None,
+                message: reason.to_string(),
+                data: serde_json::Value::Null,
+                attempts: row.attempts,
+                started_at: now.clone(),
+                finished_at: now,
+                step: row.step,
+            };
+            let ended = settle_in(&tx, id, &row, &runs::StepEnd::Result(&result))?;
+            tx.commit()?;
+            drop(conn);
+            self.announce(ended);
+            failed += 1;
+        }
+        Ok(failed)
+    }
+
+    /// Drivers with events waiting to be delivered.
+    pub fn waiting_drivers(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT DISTINCT driver FROM queue WHERE claimed = 0")?;
+        let drivers = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(drivers)
+    }
+
+    /// Removes an event that can never be delivered (its payload is unusable): its step and
+    /// run fail with `reason`.
+    pub fn discard(&self, id: i64, reason: &str) -> Result<bool> {
+        self.settle_step(id, runs::StepEnd::Rejected(reason))
+    }
+
+    /// Events waiting or being delivered, by driver: `(driver, waiting, in delivery)`.
+    pub fn queue_depths(&self) -> Result<Vec<(String, u64, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT driver, SUM(claimed = 0), SUM(claimed = 1) FROM queue GROUP BY driver",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
     }
 
     /// Events waiting or being delivered.
@@ -499,7 +647,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT run_id, driver, message_id, event, resource_type, resource_name, success,
-                    outcome, failure_kind, message, data, attempts, started_at, finished_at
+                    outcome, failure_kind, message, data, attempts, started_at, finished_at, step
              FROM results WHERE run_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([run_id], |r| {
@@ -519,6 +667,7 @@ impl Store {
                     attempts: r.get(11)?,
                     started_at: r.get(12)?,
                     finished_at: r.get(13)?,
+                    step: r.get(14)?,
                 },
                 r.get::<_, Option<String>>(10)?,
             ))
@@ -630,12 +779,80 @@ fn write_snapshot(tx: &rusqlite::Transaction<'_>, res: &Resource, json: &str) ->
     Ok(())
 }
 
+/// Stores how a queued event ended, removes it and moves its run on.
+fn settle_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    row: &runs::QueueRow,
+    end: &runs::StepEnd<'_>,
+) -> Result<Vec<RunEnded>> {
+    if let runs::StepEnd::Result(result) = end {
+        insert_result(tx, result, row.step)?;
+        record_driver_result(tx, result)?;
+    }
+    tx.execute("DELETE FROM queue WHERE id = ?1", [id])?;
+    runs::advance(tx, row, end)
+}
+
+/// Stores a result as the result of `step` (the queue row's step, whatever the caller set).
+fn insert_result(tx: &rusqlite::Transaction<'_>, result: &StoredResult, step: u32) -> Result<()> {
+    tx.execute(
+        "INSERT INTO results (run_id, driver, message_id, event, resource_type, resource_name,
+            success, outcome, failure_kind, message, data, attempts, started_at, finished_at, step)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            result.run_id,
+            result.driver,
+            result.message_id,
+            result.event,
+            result.resource_type,
+            result.resource_name,
+            result.success,
+            result.outcome,
+            result.failure_kind,
+            result.message,
+            serde_json::to_string(&result.data)?,
+            result.attempts,
+            result.started_at,
+            result.finished_at,
+            step,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes `metadata["driverresults.<driver>"]` on the resource (not for a delete: the
+/// resource is gone).
+fn record_driver_result(tx: &rusqlite::Transaction<'_>, result: &StoredResult) -> Result<()> {
+    if result.event == "delete" {
+        return Ok(());
+    }
+    if let Some(mut res) = read_resource(tx, &result.resource_type, &result.resource_name)? {
+        let entry = crate::conveyor::DriverResult {
+            success: result.success,
+            message: result.message.clone(),
+            data: result.data.clone(),
+            driver: result.driver.clone(),
+        };
+        res.metadata.insert(
+            format!("driverresults.{}", result.driver),
+            serde_json::to_string(&entry)?,
+        );
+        tx.execute(
+            "UPDATE resources SET json = ?3 WHERE type = ?1 AND name = ?2",
+            params![res.resource, res.name, serde_json::to_string(&res)?],
+        )?;
+    }
+    Ok(())
+}
+
 fn enqueue(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<()> {
     let now = crate::clock::now_rfc3339();
+    let now_ms = crate::clock::now_ms();
     let mut stmt = tx.prepare_cached(
         "INSERT INTO queue (driver, event, run_id, message_id, resource_type, resource_name,
-                            pipeline, payload, enqueued_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                            pipeline, payload, enqueued_at, step, enqueued_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for e in events {
         stmt.execute(params![
@@ -647,7 +864,9 @@ fn enqueue(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<()> {
             e.resource_name,
             e.pipeline,
             e.payload,
-            now
+            now,
+            e.step,
+            now_ms
         ])?;
     }
     Ok(())
@@ -671,28 +890,217 @@ mod tests {
         .unwrap()
     }
 
-    fn event(driver: &str, name: &str) -> NewEvent {
-        NewEvent {
-            driver: driver.into(),
-            event: "create".into(),
-            run_id: "R".into(),
-            message_id: "m".into(),
+    fn event(driver: &str, name: &str) -> NewRun {
+        run("R", name, None, "create", &[driver])
+    }
+
+    fn run(id: &str, name: &str, pipeline: Option<&str>, event: &str, drivers: &[&str]) -> NewRun {
+        NewRun {
+            run_id: id.into(),
             resource_type: "pipe".into(),
             resource_name: name.into(),
-            pipeline: None,
-            payload: "{}".into(),
+            pipeline: pipeline.map(Into::into),
+            event: event.into(),
+            payload: serde_json::to_string(&resource(name)).unwrap(),
+            steps: drivers
+                .iter()
+                .map(|d| NewStep {
+                    name: d.to_string(),
+                    driver: d.to_string(),
+                })
+                .collect(),
+            failure: None,
         }
+    }
+
+    fn result_for(q: &QueuedEvent, success: bool, message: &str) -> StoredResult {
+        StoredResult {
+            run_id: q.event.run_id.clone(),
+            driver: q.event.driver.clone(),
+            message_id: q.event.message_id.clone(),
+            event: q.event.event.clone(),
+            resource_type: q.event.resource_type.clone(),
+            resource_name: q.event.resource_name.clone(),
+            success,
+            outcome: if success { "success" } else { "failure" }.into(),
+            failure_kind: None,
+            message: message.into(),
+            data: serde_json::json!({"from": q.event.driver}),
+            attempts: q.attempt,
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            step: 0,
+        }
+    }
+
+    #[test]
+    fn a_pipeline_runs_its_steps_in_order_even_with_a_driver_twice() {
+        let (_d, s) = store();
+        let mut ended = s.subscribe_ended();
+        s.insert_resource(
+            &resource("a"),
+            &run("R", "a", Some("p"), "create", &["x", "y", "x"]),
+        )
+        .unwrap();
+        assert!(
+            s.claim_next("y", 0).unwrap().is_none(),
+            "step 2 waits for step 1"
+        );
+        let mut seen = Vec::new();
+        for driver in ["x", "y", "x"] {
+            let q = s
+                .claim_next(driver, 0)
+                .unwrap()
+                .expect("the step is queued");
+            seen.push((q.event.step, q.event.event.clone()));
+            if q.event.step == 2 {
+                let sent: Resource = serde_json::from_str(&q.event.payload).unwrap();
+                assert!(sent.metadata["driverresults.x"].contains("\"from\":\"x\""));
+            }
+            assert!(s.complete(q.id, &result_for(&q, true, "ok")).unwrap());
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, "create".into()),
+                (2, "process".into()),
+                (3, "process".into())
+            ]
+        );
+        assert_eq!(s.queue_depth().unwrap(), 0);
+        let run = s.run("R").unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(run.steps.len(), 3);
+        assert!(run.steps.iter().all(|st| st.result.is_some()));
+        assert_eq!(ended.try_recv().unwrap().status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_failed_step_ends_the_pipeline() {
+        let (_d, s) = store();
+        s.insert_resource(
+            &resource("a"),
+            &run("R", "a", Some("p"), "create", &["x", "y", "z"]),
+        )
+        .unwrap();
+        let q = s.claim_next("x", 0).unwrap().unwrap();
+        s.complete(q.id, &result_for(&q, true, "ok")).unwrap();
+        let q = s.claim_next("y", 0).unwrap().unwrap();
+        s.complete(q.id, &result_for(&q, false, "broken")).unwrap();
+        assert!(s.claim_next("z", 0).unwrap().is_none());
+        let run = s.run("R").unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.message, "step 2 (y) failed: broken");
+        assert_eq!(run.steps[2].status, StepStatus::Skipped);
+    }
+
+    #[test]
+    fn pending_duplicates_coalesce_into_the_newest() {
+        let (_d, s) = store();
+        s.insert_resource(&resource("a"), &run("R1", "a", None, "create", &["x"]))
+            .unwrap();
+        s.update_resource(
+            "pipe",
+            "a",
+            |r| r,
+            |_| run("R2", "a", None, "update", &["x"]),
+        )
+        .unwrap();
+        assert_eq!(s.queue_depth().unwrap(), 1);
+        let q = s.claim_next("x", 0).unwrap().unwrap();
+        assert_eq!(q.event.run_id, "R2");
+        assert_eq!(q.event.event, "create", "x never saw the resource's create");
+        let old = s.run("R1").unwrap().unwrap();
+        assert_eq!(old.status, RunStatus::Superseded);
+        assert_eq!(old.message, "superseded by run R2");
+        // A claimed event is not coalesced.
+        s.update_resource(
+            "pipe",
+            "a",
+            |r| r,
+            |_| run("R3", "a", None, "update", &["x"]),
+        )
+        .unwrap();
+        assert_eq!(s.queue_depth().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_store_from_before_runs_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE queue (id INTEGER PRIMARY KEY AUTOINCREMENT, driver TEXT NOT NULL,
+                    event TEXT NOT NULL, run_id TEXT NOT NULL, message_id TEXT NOT NULL,
+                    resource_type TEXT NOT NULL, resource_name TEXT NOT NULL, pipeline TEXT,
+                    payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                    not_before INTEGER NOT NULL DEFAULT 0, claimed INTEGER NOT NULL DEFAULT 0,
+                    enqueued_at TEXT NOT NULL);
+                 CREATE TABLE results (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+                    driver TEXT NOT NULL, message_id TEXT NOT NULL, event TEXT NOT NULL,
+                    resource_type TEXT NOT NULL, resource_name TEXT NOT NULL,
+                    success INTEGER NOT NULL, outcome TEXT NOT NULL, failure_kind TEXT,
+                    message TEXT NOT NULL, data TEXT, attempts INTEGER NOT NULL,
+                    started_at TEXT NOT NULL, finished_at TEXT NOT NULL);
+                 INSERT INTO results (run_id, driver, message_id, event, resource_type,
+                    resource_name, success, outcome, message, data, attempts, started_at,
+                    finished_at)
+                 VALUES ('OLD', 'd1', 'm', 'create', 'pipe', 'a', 0, 'failure', 'no', 'null', 1,
+                    't0', 't1');
+                 INSERT INTO queue (driver, event, run_id, message_id, resource_type,
+                    resource_name, payload, enqueued_at)
+                 VALUES ('d1', 'create', 'OLD2', 'm', 'pipe', 'b', '{}', 't');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let old = s.run("OLD").unwrap().unwrap();
+        assert_eq!(old.status, RunStatus::Failed);
+        assert_eq!(old.steps[0].result.as_ref().unwrap().message, "no");
+        let q = s.claim_next("d1", 0).unwrap().unwrap();
+        assert_eq!(q.event.step, 1);
+        assert!(s.complete(q.id, &result_for(&q, true, "ok")).unwrap());
+        assert_eq!(s.run("OLD2").unwrap().unwrap().status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn events_of_a_missing_driver_fail_their_run() {
+        let (_d, s) = store();
+        s.insert_resource(
+            &resource("a"),
+            &run("R", "a", Some("p"), "create", &["gone", "y"]),
+        )
+        .unwrap();
+        assert_eq!(s.waiting_drivers().unwrap(), ["gone"]);
+        assert_eq!(
+            s.fail_waiting("gone", 0, "driver gone is not loaded")
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.fail_waiting("gone", i64::MAX, "driver gone is not loaded")
+                .unwrap(),
+            1
+        );
+        let run = s.run("R").unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(
+            run.message,
+            "step 1 (gone) failed: driver gone is not loaded"
+        );
+        assert_eq!(s.queue_depth().unwrap(), 0);
     }
 
     #[test]
     fn resource_insert_is_atomic_with_its_events() {
         let (_d, s) = store();
         assert!(
-            s.insert_resource(&resource("a"), &[event("d1", "a")])
+            s.insert_resource(&resource("a"), &event("d1", "a"))
                 .unwrap()
         );
         assert!(
-            !s.insert_resource(&resource("a"), &[event("d1", "a")])
+            !s.insert_resource(&resource("a"), &event("d1", "a"))
                 .unwrap()
         );
         assert_eq!(s.queue_depth().unwrap(), 1);
@@ -705,7 +1113,7 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         {
             let s = Store::open(&path).unwrap();
-            s.insert_resource(&resource("a"), &[event("d1", "a")])
+            s.insert_resource(&resource("a"), &event("d1", "a"))
                 .unwrap();
             let q = s.claim_next("d1", 0).unwrap().unwrap();
             assert_eq!(q.attempt, 1);
@@ -722,7 +1130,7 @@ mod tests {
     #[test]
     fn release_delays_and_complete_removes() {
         let (_d, s) = store();
-        s.insert_resource(&resource("a"), &[event("d1", "a")])
+        s.insert_resource(&resource("a"), &event("d1", "a"))
             .unwrap();
         let q = s.claim_next("d1", 0).unwrap().unwrap();
         s.release(q.id, 1_000).unwrap();
@@ -744,6 +1152,7 @@ mod tests {
             attempts: q.attempt,
             started_at: "t0".into(),
             finished_at: "t1".into(),
+            step: 1,
         };
         s.complete(q.id, &result).unwrap();
         assert_eq!(s.queue_depth().unwrap(), 0);

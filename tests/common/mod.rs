@@ -46,6 +46,12 @@ pub fn driver_wasm(crate_name: &str) -> PathBuf {
                 "test-driver",
                 "-p",
                 "noop-driver",
+                "-p",
+                "step-a",
+                "-p",
+                "step-b",
+                "-p",
+                "step-c",
             ])
             .current_dir(workspace())
             .env("CARGO_TARGET_DIR", target_dir())

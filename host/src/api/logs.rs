@@ -1,5 +1,11 @@
-//! `/logs`: stored lines in chronological order, and live streams of one driver's run as a
-//! WebSocket (when the client asks for an upgrade) or Server-Sent Events (otherwise).
+//! `/logs`: stored lines in chronological order, and live streams of a run (one driver's
+//! lines, or every driver's for `/logs/pipeline/{runid}`) as a WebSocket (when the client asks
+//! for an upgrade) or Server-Sent Events (otherwise).
+//!
+//! Once the run is over a stream sends an end-of-run message and closes: an SSE frame with
+//! `event: end`, or a last WebSocket text message `{"event":"end",...}` and a close frame.
+//! Every line of a run is stored before the run's end is recorded, so nothing follows it.
+//! A run id the host does not know (lines posted by an outside producer) streams without end.
 //!
 //! A stream subscribes to live lines *before* it reads the store, then skips every live line
 //! whose sequence number it already replayed: stored and live lines join with no gap and no
@@ -10,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -24,14 +30,40 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{ApiError, AppState, Body};
 use crate::conveyor::Log;
 use crate::logs::{LogHub, LogPipeline};
-use crate::store::{LogFilter, StoredLog};
+use crate::store::{LogFilter, RunEnded, Store, StoredLog};
 use crate::wasm::LogSink;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/logs", get(query).post(append))
         .route("/logs/", get(query).post(append))
-        .route("/logs/streams/{driver}/{runid}", get(stream))
+        .route("/logs/streams/{driver}/{runid}", get(driver_stream))
+        .route("/logs/pipeline/{runid}", get(run_stream))
+}
+
+/// What a stream carries.
+enum Item {
+    Line(StoredLog),
+    End(RunEnded),
+}
+
+/// The end-of-run message.
+#[derive(serde::Serialize)]
+struct EndMessage<'a> {
+    event: &'static str,
+    runid: &'a str,
+    status: crate::store::RunStatus,
+    message: &'a str,
+}
+
+fn end_json(end: &RunEnded) -> String {
+    serde_json::to_string(&EndMessage {
+        event: "end",
+        runid: &end.runid,
+        status: end.status,
+        message: &end.message,
+    })
+    .unwrap_or_default()
 }
 
 #[derive(serde::Deserialize)]
@@ -72,25 +104,50 @@ async fn append(
     Ok((StatusCode::CREATED, "Created"))
 }
 
-async fn stream(
+/// `GET /logs/streams/{driver}/{runid}`: one driver's lines of a run.
+async fn driver_stream(
     State(s): State<AppState>,
     Path((driver, runid)): Path<(String, String)>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    stream(s, runid, Some(driver), ws)
+}
+
+/// `GET /logs/pipeline/{runid}`: every driver's lines of a run, in the order they were
+/// stored.
+async fn run_stream(
+    State(s): State<AppState>,
+    Path(runid): Path<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    stream(s, runid, None, ws)
+}
+
+fn stream(
+    s: AppState,
+    runid: String,
+    driver: Option<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     let filter = LogFilter {
         run_id: Some(runid),
-        driver: Some(driver),
+        driver,
         pipeline: None,
         after_seq: None,
     };
-    let lines = follow(s.logs.clone(), filter);
+    let lines = follow(s.logs.clone(), s.store.clone(), filter);
     match ws {
         Ok(ws) => ws.on_upgrade(move |socket| send_ws(socket, lines)),
         // Not an upgrade request: Server-Sent Events.
         Err(_) => {
-            let events = ReceiverStream::new(lines).map(|l| {
-                let json = serde_json::to_string(&l.log).unwrap_or_default();
-                Ok::<_, Infallible>(Event::default().id(l.seq.to_string()).data(json))
+            let events = ReceiverStream::new(lines).map(|item| {
+                Ok::<_, Infallible>(match item {
+                    Item::Line(l) => {
+                        let json = serde_json::to_string(&l.log).unwrap_or_default();
+                        Event::default().id(l.seq.to_string()).data(json)
+                    }
+                    Item::End(end) => Event::default().event("end").data(end_json(&end)),
+                })
             });
             Sse::new(events)
                 .keep_alive(
@@ -103,16 +160,28 @@ async fn stream(
     }
 }
 
-async fn send_ws(mut socket: WebSocket, mut lines: mpsc::Receiver<StoredLog>) {
+async fn send_ws(mut socket: WebSocket, mut lines: mpsc::Receiver<Item>) {
     loop {
         tokio::select! {
-            line = lines.recv() => {
-                let Some(line) = line else { break };
-                let json = serde_json::to_string(&line.log).unwrap_or_default();
-                if socket.send(Message::Text(json.into())).await.is_err() {
+            item = lines.recv() => match item {
+                None => break,
+                Some(Item::Line(line)) => {
+                    let json = serde_json::to_string(&line.log).unwrap_or_default();
+                    if socket.send(Message::Text(json.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Item::End(end)) => {
+                    let _ = socket.send(Message::Text(end_json(&end).into())).await;
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: close_code::NORMAL,
+                            reason: format!("run {}", end.status.as_str()).into(),
+                        })))
+                        .await;
                     break;
                 }
-            }
+            },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
@@ -121,40 +190,84 @@ async fn send_ws(mut socket: WebSocket, mut lines: mpsc::Receiver<StoredLog>) {
     }
 }
 
-/// Stored lines matching `filter`, then live ones, through a channel that closes when the
-/// subscriber goes away.
-fn follow(logs: Arc<LogHub>, filter: LogFilter) -> mpsc::Receiver<StoredLog> {
+/// Stored lines matching `filter`, then live ones, then the end of the run, through a
+/// channel that closes when the subscriber goes away or after the end.
+fn follow(logs: Arc<LogHub>, store: Arc<Store>, filter: LogFilter) -> mpsc::Receiver<Item> {
     let (tx, rx) = mpsc::channel(256);
+    // Both subscriptions are taken before the store is read, so nothing stored or ended in
+    // between is missed.
     let mut live = logs.subscribe();
+    let mut ended = store.subscribe_ended();
+    let run_id = filter.run_id.clone().unwrap_or_default();
     tokio::spawn(async move {
         let mut last = 0;
         if replay(&logs, &filter, &mut last, &tx).await.is_err() {
             return;
         }
+        if let Some(end) = final_status(&store, &run_id) {
+            let _ = finish(&logs, &filter, &mut last, &tx, end).await;
+            return;
+        }
         loop {
-            let next = tokio::select! {
-                next = live.recv() => next,
-                _ = tx.closed() => return,
-            };
-            match next {
-                Ok(line) => {
-                    if line.seq > last && matches(&filter, &line.log) {
-                        last = line.seq;
-                        if tx.send((*line).clone()).await.is_err() {
+            tokio::select! {
+                next = live.recv() => match next {
+                    Ok(line) => {
+                        if line.seq > last && matches(&filter, &line.log) {
+                            last = line.seq;
+                            if tx.send(Item::Line((*line).clone())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if replay(&logs, &filter, &mut last, &tx).await.is_err() {
                             return;
                         }
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if replay(&logs, &filter, &mut last, &tx).await.is_err() {
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                end = ended.recv() => match end {
+                    Ok(end) if end.runid == run_id => {
+                        let _ = finish(&logs, &filter, &mut last, &tx, end).await;
                         return;
                     }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(end) = final_status(&store, &run_id) {
+                            let _ = finish(&logs, &filter, &mut last, &tx, end).await;
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
             }
         }
     });
     rx
+}
+
+/// The run's end, if it is over.
+fn final_status(store: &Store, run_id: &str) -> Option<RunEnded> {
+    match store.run_status(run_id) {
+        Ok(status) => status.filter(|s| s.status.is_final()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read a run's status for a log stream");
+            None
+        }
+    }
+}
+
+/// Sends what is left of the run's lines, then its end.
+async fn finish(
+    logs: &LogHub,
+    filter: &LogFilter,
+    last: &mut i64,
+    tx: &mpsc::Sender<Item>,
+    end: RunEnded,
+) -> Result<(), ()> {
+    replay(logs, filter, last, tx).await?;
+    tx.send(Item::End(end)).await.map_err(drop)
 }
 
 /// Sends the stored lines after `last`; `Err` when the subscriber is gone.
@@ -162,7 +275,7 @@ async fn replay(
     logs: &LogHub,
     filter: &LogFilter,
     last: &mut i64,
-    tx: &mpsc::Sender<StoredLog>,
+    tx: &mpsc::Sender<Item>,
 ) -> Result<(), ()> {
     let filter = LogFilter {
         after_seq: Some(*last),
@@ -177,7 +290,7 @@ async fn replay(
     };
     for line in lines {
         *last = line.seq;
-        tx.send(line).await.map_err(drop)?;
+        tx.send(Item::Line(line)).await.map_err(drop)?;
     }
     Ok(())
 }

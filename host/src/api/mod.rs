@@ -7,6 +7,8 @@ mod definitions;
 mod drivers;
 mod health;
 mod logs;
+mod metrics;
+mod pipelines;
 mod resources;
 mod runs;
 
@@ -29,7 +31,7 @@ use crate::store::Store;
 pub struct AppState {
     /// Definitions and resources.
     pub resources: Arc<Resources>,
-    /// The store, for results.
+    /// The store, for runs, results and metrics.
     pub store: Arc<Store>,
     /// Log lines, stored and live.
     pub logs: Arc<LogHub>,
@@ -44,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .merge(resources::routes())
         .merge(logs::routes())
         .merge(runs::routes())
+        .merge(pipelines::routes())
+        .merge(metrics::routes())
         .merge(drivers::routes())
         .merge(health::routes())
         .fallback(not_found)

@@ -1,23 +1,93 @@
-//! `GET /runs/{runid}`: the results stored for a run, one per driver that handled it.
+//! `/runs`: what became of each change: the run's status, its steps (driver, status,
+//! attempts, timings) and their results.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
 use super::{ApiError, AppState};
-use crate::store::StoredResult;
+use crate::store::{RunFilter, RunRecord, StoredResult};
+
+/// Runs listed when the request names no `limit`.
+const DEFAULT_LIMIT: u32 = 100;
+/// The most runs one request lists.
+const MAX_LIMIT: u32 = 1000;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/runs/{runid}", get(read))
+    Router::new()
+        .route("/runs", get(list))
+        .route("/runs/", get(list))
+        .route("/runs/{runid}", get(read))
 }
 
+/// A run, with every result also listed flat under `results` (the shape before runs had
+/// steps, which clients may already read).
 #[derive(serde::Serialize)]
-struct Run {
-    runid: String,
+struct RunView {
+    #[serde(flatten)]
+    run: RunRecord,
     results: Vec<StoredResult>,
 }
 
-async fn read(State(s): State<AppState>, Path(runid): Path<String>) -> Result<Json<Run>, ApiError> {
-    let results = s.store.results(&runid)?;
-    Ok(Json(Run { runid, results }))
+impl From<RunRecord> for RunView {
+    fn from(run: RunRecord) -> Self {
+        let results = run.steps.iter().filter_map(|s| s.result.clone()).collect();
+        RunView { run, results }
+    }
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Path(runid): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    match s.store.run(&runid)? {
+        Some(run) => Ok(Json(run.into())),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run {runid} not found"),
+        )),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    /// The resource's name.
+    resource: Option<String>,
+    /// The resource's type.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    pipeline: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<RunView>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let status = non_empty(q.status)
+        .map(|s| s.parse())
+        .transpose()
+        .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let filter = RunFilter {
+        resource_type: non_empty(q.kind),
+        resource_name: non_empty(q.resource),
+        pipeline: non_empty(q.pipeline),
+        status,
+        limit,
+    };
+    Ok(Json(
+        s.store.runs(&filter)?.into_iter().map(Into::into).collect(),
+    ))
 }

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, EventSource, Settlement, SourceError};
 use crate::clock::now_ms;
+use crate::registry::Registry;
 use crate::store::Store;
 
 /// Longest sleep between looks at the queue when nothing wakes the consumer; only matters if a
@@ -34,6 +36,52 @@ impl EmbeddedQueue {
     /// Tells waiting consumers that events were enqueued.
     pub fn wake(&self) {
         self.wake.notify_waiters();
+    }
+
+    /// Until `shutdown`, fails the steps whose driver is not loaded once their event has
+    /// waited `wait`: nothing would ever deliver it, and the run would hang, as upstream's
+    /// does. The run's next pipeline step is not started (the step failed).
+    pub async fn fail_missing_drivers(
+        self: Arc<Self>,
+        registry: Arc<Registry>,
+        wait: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let tick = wait.clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.fail_missing_once(&registry, wait) {
+                tracing::error!(error = %e, "could not check for events of missing drivers");
+            }
+        }
+    }
+
+    fn fail_missing_once(
+        &self,
+        registry: &Registry,
+        wait: Duration,
+    ) -> Result<(), crate::store::StoreError> {
+        let cutoff = now_ms() - i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+        for driver in self.store.waiting_drivers()? {
+            if registry.get(&driver).is_some() {
+                continue;
+            }
+            let reason = format!(
+                "driver {driver} is not loaded (waited {})",
+                humantime::format_duration(wait)
+            );
+            let failed = self.store.fail_waiting(&driver, cutoff, &reason)?;
+            if failed > 0 {
+                tracing::warn!(%driver, events = failed, "failed events of a driver that is not loaded");
+                // Failed broadcast steps may end runs; nothing new is enqueued, but wake
+                // anyway in case a later step was.
+                self.wake();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -85,14 +133,25 @@ impl EventSource for EmbeddedQueue {
         settlement: Settlement,
     ) -> Result<(), SourceError> {
         match settlement {
-            Settlement::Done { result, .. } => self.store.complete(delivery.token, &result)?,
+            Settlement::Done { result, .. } => {
+                self.store.complete(delivery.token, &result)?;
+                // The run's next step may have been enqueued.
+                self.wake();
+            }
             Settlement::Retry { delay } => {
                 let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 self.store.release(delivery.token, due)?;
                 // A sleeping consumer computed its wait before this due time existed.
                 self.wake();
             }
-            Settlement::Skip => self.store.discard(delivery.token)?,
+            Settlement::Skip => {
+                let reason = format!(
+                    "{} does not handle {} events",
+                    delivery.driver, delivery.event
+                );
+                self.store.skip(delivery.token, &reason)?;
+                self.wake();
+            }
             Settlement::Reject { reason } => {
                 tracing::warn!(
                     driver = %delivery.driver,
@@ -100,7 +159,7 @@ impl EventSource for EmbeddedQueue {
                     %reason,
                     "event rejected"
                 );
-                self.store.discard(delivery.token)?;
+                self.store.discard(delivery.token, &reason)?;
             }
         }
         Ok(())

@@ -96,6 +96,12 @@ async fn write_loop(
             let count = lines.len();
             match store.append_logs(lines) {
                 Ok(stored) => {
+                    for line in &stored {
+                        crate::metrics::METRICS
+                            .log_lines
+                            .with_label_values(&[line.log.driver.as_str()])
+                            .inc();
+                    }
                     for line in stored {
                         // No subscriber is not an error.
                         let _ = live.send(Arc::new(line));

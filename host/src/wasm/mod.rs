@@ -14,4 +14,4 @@ pub mod sandbox;
 pub use driver::{DriverInfo, LoadedDriver};
 pub use imports::client::ApiClient;
 pub use imports::log::LogSink;
-pub use sandbox::{Budget, FailureKind, GuestOutcome, RunContext, RunOutcome, Sandbox};
+pub use sandbox::{Budget, FailureKind, GuestOutcome, Reconciled, RunContext, RunOutcome, Sandbox};

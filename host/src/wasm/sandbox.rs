@@ -106,6 +106,16 @@ pub enum RunOutcome {
     },
 }
 
+/// A reconcile's outcome and how long instantiating the component took (`None` when it did
+/// not get that far).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconciled {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// Time spent instantiating from the `InstancePre`.
+    pub instantiate: Option<Duration>,
+}
+
 /// The per-store state: the WASI context and what the imports need.
 pub struct RunState {
     wasi: WasiCtx,
@@ -231,17 +241,32 @@ impl Sandbox {
         ctx: RunContext,
         budget: Budget,
     ) -> RunOutcome {
-        let result = self
-            .call(pre, ctx, budget, move |driver, store| {
+        self.reconcile_timed(pre, event, ctx, budget).await.outcome
+    }
+
+    /// [`Sandbox::reconcile`], also reporting how long instantiation took.
+    pub async fn reconcile_timed(
+        &self,
+        pre: &DriverPre<RunState>,
+        event: Event,
+        ctx: RunContext,
+        budget: Budget,
+    ) -> Reconciled {
+        let (result, instantiate) = self
+            .call_timed(pre, ctx, budget, move |driver, store| {
                 Box::pin(async move { driver.call_reconcile(store, &event).await })
             })
             .await;
-        match result {
+        let outcome = match result {
             Ok(r) => returned(r),
             Err(f) => RunOutcome::Failed {
                 kind: f.kind,
                 message: f.message,
             },
+        };
+        Reconciled {
+            outcome,
+            instantiate,
         }
     }
 
@@ -257,6 +282,21 @@ impl Sandbox {
             Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
     ) -> Result<R, RunFailure> {
+        self.call_timed(pre, ctx, budget, f).await.0
+    }
+
+    async fn call_timed<R>(
+        &self,
+        pre: &DriverPre<RunState>,
+        ctx: RunContext,
+        budget: Budget,
+        f: impl for<'a> FnOnce(
+            &'a Driver,
+            &'a mut Store<RunState>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
+    ) -> (Result<R, RunFailure>, Option<Duration>) {
         let stdout = LogStream::new(ctx.logger.clone(), "stdout");
         let stderr = LogStream::new(ctx.logger.clone(), "stderr");
         let wasi = WasiCtxBuilder::new()
@@ -291,21 +331,25 @@ impl Sandbox {
             }
         });
 
+        let mut instantiate = None;
         let outcome = tokio::time::timeout(budget.timeout, async {
+            let started = Instant::now();
             let driver = pre
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| (Stage::Instantiate, e))?;
+            instantiate = Some(started.elapsed());
             f(&driver, &mut store).await.map_err(|e| (Stage::Call, e))
         })
         .await;
         stdout.finish();
         stderr.finish();
-        match outcome {
+        let result = match outcome {
             Ok(Ok(r)) => Ok(r),
             Err(_) => Err(RunFailure::timeout(budget.timeout)),
             Ok(Err((stage, e))) => Err(classify(stage, &e, &stderr.tail(), budget.timeout)),
-        }
+        };
+        (result, instantiate)
     }
 }
 

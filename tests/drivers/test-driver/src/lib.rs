@@ -7,7 +7,7 @@
 //! | `ok` (default) | logs one line per `spec.lines` (default 1) and succeeds with `data` |
 //! | `panic` | panics with `spec.message` |
 //! | `loop` | spins forever |
-//! | `sleep` | sleeps `spec.ms` milliseconds, then succeeds |
+//! | `sleep` | sleeps `spec.ms` milliseconds, then succeeds with `data.attempt` |
 //! | `memory` | allocates without bound |
 //! | `stdout` | prints `spec.message` to stdout and stderr, then succeeds |
 //! | `fail` | returns a permanent failure |
@@ -59,7 +59,7 @@ impl Driver for TestDriver {
             }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_millis(number("ms", 100)));
-                DriverResult::success("slept")
+                DriverResult::success("slept").with_data(json!({"attempt": logger.attempt()}))
             }
             "memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
