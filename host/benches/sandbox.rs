@@ -36,7 +36,7 @@ use conveyor_host::wasm::imports::client::NoClient;
 use conveyor_host::wasm::imports::log::RunLogger;
 use conveyor_host::wasm::sandbox::RunState;
 use conveyor_host::wasm::{
-    ApiClient, Budget, GuestOutcome, LogSink, RunContext, RunOutcome, Sandbox,
+    ApiClient, Budget, Grants, GuestOutcome, LogSink, RunContext, RunOutcome, Sandbox,
 };
 use criterion::Criterion;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -57,7 +57,9 @@ const SUMMARY_WARMUP: u32 = 200;
 
 const BUDGET: Budget = Budget {
     timeout: Duration::from_secs(30),
+    cpu: Duration::from_secs(10),
     memory: 64 << 20,
+    result_size: 1 << 20,
 };
 
 // ---- the floor: a bare store state ------------------------------------------------------
@@ -211,10 +213,13 @@ impl Bench {
 
     async fn sandbox(&self, case: &Case) -> RunOutcome {
         let event = Bench::event(case.payload);
-        let logger = RunLogger::new(self.sink.clone(), case.name, &event.run_id, None);
+        // As the manager builds it: the default log budget, no grants.
+        let logger = RunLogger::new(self.sink.clone(), case.name, &event.run_id, None)
+            .with_budget(10_000, 1 << 20);
         let ctx = RunContext {
             logger,
             client: self.client.clone(),
+            grants: Grants::none(),
         };
         self.sandbox
             .reconcile(&case.sandbox, event, ctx, BUDGET)

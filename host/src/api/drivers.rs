@@ -1,4 +1,5 @@
-//! `GET /drivers`: the loaded drivers and the files that failed to load.
+//! `GET /drivers`: the loaded drivers (with their run counters) and the files that failed to
+//! load.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -11,12 +12,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn list(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    let failures = s.registry.failures();
     let mut out: Vec<serde_json::Value> = s
         .registry
         .all()
         .iter()
         .map(|d| {
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "name": d.info.name,
                 "resources": d.info.resources,
                 "events": d.info.events,
@@ -26,14 +28,29 @@ async fn list(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
                 "loaded_at": d.loaded_at,
                 "loaded_from": d.provenance,
                 "load_ms": d.load_time.as_secs_f64() * 1e3,
-            })
+                "runs": s.registry.counters(&d.info.name).snapshot(),
+            });
+            // A replacement that failed to load: the version above keeps serving.
+            if let Some(f) = failures.iter().find(|f| f.file == d.file) {
+                entry["reload_error"] = f.error.clone().into();
+                entry["reload_failed_at"] = f.at.clone().into();
+            }
+            entry
         })
         .collect();
+    let serving: Vec<_> = s.registry.all().iter().map(|d| d.file.clone()).collect();
     out.extend(
-        s.registry
-            .failures()
+        failures
             .into_iter()
-            .map(|f| serde_json::json!({ "file": f.file, "state": "failed", "error": f.error })),
+            .filter(|f| !serving.contains(&f.file))
+            .map(|f| {
+                serde_json::json!({
+                    "file": f.file,
+                    "state": "failed",
+                    "error": f.error,
+                    "failed_at": f.at,
+                })
+            }),
     );
     Json(out)
 }

@@ -8,10 +8,13 @@ pub mod bindings;
 pub mod cache;
 pub mod driver;
 pub mod engine;
+pub mod grants;
 pub mod imports;
+pub mod redact;
 pub mod sandbox;
 
 pub use driver::{DriverInfo, LoadedDriver};
+pub use grants::Grants;
 pub use imports::client::ApiClient;
 pub use imports::log::LogSink;
 pub use sandbox::{Budget, FailureKind, GuestOutcome, RunContext, RunOutcome, Sandbox};
