@@ -68,7 +68,11 @@ allow = ["127.0.0.1:{port}", "localhost:{port}"]
 
     let hostile = [
         ("loop", json!({"action": "loop"}), "cpu-exceeded"),
-        ("sleep", json!({"action": "sleep", "ms": 60_000}), "wall-timeout"),
+        (
+            "sleep",
+            json!({"action": "sleep", "ms": 60_000}),
+            "wall-timeout",
+        ),
         ("memory", json!({"action": "memory"}), "memory-exceeded"),
         ("flood", json!({"action": "flood"}), "log-limit"),
         (
@@ -131,7 +135,10 @@ allow = ["127.0.0.1:{port}", "localhost:{port}"]
     );
     let other = &results["http-other-host"];
     assert!(
-        other["message"].as_str().unwrap().contains("example.com:80")
+        other["message"]
+            .as_str()
+            .unwrap()
+            .contains("example.com:80")
             && other["message"].as_str().unwrap().contains("allow"),
         "{other}"
     );
@@ -143,10 +150,7 @@ allow = ["127.0.0.1:{port}", "localhost:{port}"]
     );
     let flood_run = &runs.iter().find(|(n, ..)| *n == "flood").unwrap().1;
     let flood_logs = host.logs(flood_run).await;
-    let driver_lines = flood_logs
-        .iter()
-        .filter(|l| l["source"] != "host")
-        .count();
+    let driver_lines = flood_logs.iter().filter(|l| l["source"] != "host").count();
     assert_eq!(driver_lines, 200, "the log budget caps the stored lines");
     assert!(
         flood_logs
@@ -183,7 +187,9 @@ allow = ["127.0.0.1:{port}", "localhost:{port}"]
     // The host is still up and serves the test driver too.
     let (status, _) = host.get("/health").await;
     assert_eq!(status, 200);
-    let run = host.create("test", "still-ok", json!({"action": "ok"})).await;
+    let run = host
+        .create("test", "still-ok", json!({"action": "ok"}))
+        .await;
     assert_eq!(host.result(&run).await["success"], true);
 }
 
@@ -309,7 +315,10 @@ allow_private = true
         ("the live stream", streamed),
         ("the host's own log", host.log()),
     ] {
-        assert!(!text.contains(SECRET), "the secret leaked into {what}: {text}");
+        assert!(
+            !text.contains(SECRET),
+            "the secret leaked into {what}: {text}"
+        );
     }
 }
 
@@ -329,13 +338,27 @@ async fn hot_reload_swaps_drivers_without_losing_events() {
     // Events stream in while the new version is dropped in.
     let mut runs = Vec::new();
     for i in 0..10 {
-        runs.push(host.create("test", &format!("a{i}"), json!({"action": "sleep", "ms": 50})).await);
+        runs.push(
+            host.create(
+                "test",
+                &format!("a{i}"),
+                json!({"action": "sleep", "ms": 50}),
+            )
+            .await,
+        );
     }
     let v2_bytes = with_custom_section(&std::fs::read(driver_wasm("test-driver")).unwrap(), b"v2");
     let v2_sha = sha256_hex(&v2_bytes);
     drop_in(&drivers, "test-driver.wasm", &v2_bytes);
     for i in 10..30 {
-        runs.push(host.create("test", &format!("a{i}"), json!({"action": "sleep", "ms": 50})).await);
+        runs.push(
+            host.create(
+                "test",
+                &format!("a{i}"),
+                json!({"action": "sleep", "ms": 50}),
+            )
+            .await,
+        );
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     let v2 = wait_for(&host, "the new sha256", |list| {
@@ -356,9 +379,14 @@ async fn hot_reload_swaps_drivers_without_losing_events() {
     .await;
     assert_eq!(broken["state"], "ready", "{broken}");
     assert_eq!(broken["sha256"], v2_sha.as_str(), "{broken}");
-    let run = host.create("test", "after-broken", json!({"action": "ok"})).await;
+    let run = host
+        .create("test", "after-broken", json!({"action": "ok"}))
+        .await;
     assert_eq!(host.result(&run).await["success"], true);
-    assert!(broken["runs"]["succeeded"].as_u64().unwrap() >= 30, "{broken}");
+    assert!(
+        broken["runs"]["succeeded"].as_u64().unwrap() >= 30,
+        "{broken}"
+    );
 
     // A new driver dropped in gets served; removed, it is unloaded.
     drop_in(

@@ -364,14 +364,35 @@ impl DriverConfig {
     /// variable or file stops the host at start rather than failing runs later.
     fn resolve(&mut self, key: &str, base: &Path) -> Result<(), String> {
         let positive = [
-            (self.timeout.is_some_and(|d| d.is_zero()), "timeout: must be more than zero"),
-            (self.cpu.is_some_and(|d| d.is_zero()), "cpu: must be more than zero"),
-            (self.memory.is_some_and(|m| m < 1 << 20), "memory: must be at least 1MiB"),
-            (self.concurrency == Some(0), "concurrency: must be at least 1"),
-            (self.max_attempts == Some(0), "max_attempts: must be at least 1"),
+            (
+                self.timeout.is_some_and(|d| d.is_zero()),
+                "timeout: must be more than zero",
+            ),
+            (
+                self.cpu.is_some_and(|d| d.is_zero()),
+                "cpu: must be more than zero",
+            ),
+            (
+                self.memory.is_some_and(|m| m < 1 << 20),
+                "memory: must be at least 1MiB",
+            ),
+            (
+                self.concurrency == Some(0),
+                "concurrency: must be at least 1",
+            ),
+            (
+                self.max_attempts == Some(0),
+                "max_attempts: must be at least 1",
+            ),
             (self.log_lines == Some(0), "log_lines: must be at least 1"),
-            (self.log_bytes == Some(0), "log_bytes: must be more than zero"),
-            (self.result_size == Some(0), "result_size: must be more than zero"),
+            (
+                self.log_bytes == Some(0),
+                "log_bytes: must be more than zero",
+            ),
+            (
+                self.result_size == Some(0),
+                "result_size: must be more than zero",
+            ),
         ];
         if let Some((_, m)) = positive.iter().find(|(bad, _)| *bad) {
             return Err(format!("{key}.{m}"));
@@ -483,7 +504,10 @@ impl HostPattern {
                     .ok_or_else(|| format!("bad port {p:?}"))?,
             )),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         if host.is_empty() {
             return Err("the host is empty".into());
         }
@@ -558,7 +582,10 @@ impl Config {
             (d.cpu.is_zero(), "defaults.cpu: must be more than zero"),
             (d.memory < 1 << 20, "defaults.memory: must be at least 1MiB"),
             (d.log_lines == 0, "defaults.log_lines: must be at least 1"),
-            (d.log_bytes == 0, "defaults.log_bytes: must be more than zero"),
+            (
+                d.log_bytes == 0,
+                "defaults.log_bytes: must be more than zero",
+            ),
             (
                 d.result_size == 0,
                 "defaults.result_size: must be more than zero",

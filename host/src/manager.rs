@@ -136,12 +136,7 @@ impl<S: EventSource> Manager<S> {
         while runs.join_next().await.is_some() {}
     }
 
-    async fn handle(
-        &self,
-        d: Delivery<S::Token>,
-        settings: &DriverSettings,
-        grants: Arc<Grants>,
-    ) {
+    async fn handle(&self, d: Delivery<S::Token>, settings: &DriverSettings, grants: Arc<Grants>) {
         let settlement = self.process(&d, settings, grants).await;
         let (driver, message_id) = (d.driver.clone(), d.message_id.clone());
         if let Err(e) = self.source.settle(d, settlement).await {

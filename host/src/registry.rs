@@ -113,9 +113,9 @@ impl Registry {
             .collect();
         files.sort();
         let _order = self.load_lock.lock().await;
-        let loads = files.iter().map(|f| {
-            driver::load(&self.sandbox, &self.cache, f, self.sink.clone())
-        });
+        let loads = files
+            .iter()
+            .map(|f| driver::load(&self.sandbox, &self.cache, f, self.sink.clone()));
         let results = futures::future::join_all(loads).await;
         for (file, result) in files.into_iter().zip(results) {
             match result {

@@ -77,12 +77,19 @@ mod tests {
 
     #[test]
     fn masks_text_and_json() {
-        let r = Redactor::new(["hunter2".to_string(), "hunter2-long".to_string(), String::new()]);
+        let r = Redactor::new([
+            "hunter2".to_string(),
+            "hunter2-long".to_string(),
+            String::new(),
+        ]);
         assert_eq!(r.text("pw=hunter2-long and hunter2"), "pw=*** and ***");
         assert_eq!(r.text("nothing here"), "nothing here");
         let mut v = serde_json::json!({"a": ["x hunter2 y", 1], "hunter2": {"b": "hunter2"}});
         r.json(&mut v);
-        assert_eq!(v, serde_json::json!({"a": ["x *** y", 1], "***": {"b": "***"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"a": ["x *** y", 1], "***": {"b": "***"}})
+        );
         assert!(Redactor::default().is_empty());
     }
 }

@@ -500,10 +500,7 @@ fn classify(
         (FailureKind::LogLimit, format!("the run was stopped: {l}"))
     } else {
         match (stage, e.downcast_ref::<Trap>(), panic_text(stderr)) {
-            (_, _, Some(panic)) => (
-                FailureKind::Trap,
-                format!("the driver panicked: {panic}"),
-            ),
+            (_, _, Some(panic)) => (FailureKind::Trap, format!("the driver panicked: {panic}")),
             (_, Some(trap), None) => (FailureKind::Trap, format!("the driver trapped: {trap}")),
             (Stage::Instantiate, None, None) => (
                 FailureKind::Instantiate,
@@ -626,7 +623,10 @@ mod tests {
         match mark_denied(failed, &denials) {
             RunOutcome::Failed { kind, message } => {
                 assert_eq!(kind, FailureKind::Denied);
-                assert!(message.starts_with("fetch failed; the host denied: HTTP"), "{message}");
+                assert!(
+                    message.starts_with("fetch failed; the host denied: HTTP"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -131,24 +131,30 @@ impl WasiHttpHooks for HttpHooks {
                 deny(
                     &denials,
                     &logger,
-                    format!("HTTP request to {host}:{port}: the host is not in the driver's http.allow list"),
+                    format!(
+                        "HTTP request to {host}:{port}: the host is not in the driver's http.allow list"
+                    ),
                 );
                 return Err(Error::HttpRequestDenied);
             }
             let connect_timeout = options
                 .and_then(|o| o.connect_timeout)
                 .unwrap_or(CONNECT_TIMEOUT);
-            let addrs: Vec<SocketAddr> =
-                match tokio::time::timeout(connect_timeout, tokio::net::lookup_host((host.as_str(), port))).await {
-                    Err(_) => return Err(Error::DnsTimeout),
-                    Ok(Err(e)) => {
-                        return Err(Error::DnsError {
-                            rcode: Some(e.to_string()),
-                            info_code: None,
-                        });
-                    }
-                    Ok(Ok(a)) => a.collect(),
-                };
+            let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+                connect_timeout,
+                tokio::net::lookup_host((host.as_str(), port)),
+            )
+            .await
+            {
+                Err(_) => return Err(Error::DnsTimeout),
+                Ok(Err(e)) => {
+                    return Err(Error::DnsError {
+                        rcode: Some(e.to_string()),
+                        info_code: None,
+                    });
+                }
+                Ok(Ok(a)) => a.collect(),
+            };
             let Some(addr) = addrs.iter().copied().find(|a| policy.address_ok(a.ip())) else {
                 let shown = addrs
                     .iter()
@@ -165,7 +171,8 @@ impl WasiHttpHooks for HttpHooks {
                 );
                 return Err(Error::DestinationIpProhibited);
             };
-            let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await
+            {
                 Err(_) => return Err(Error::ConnectionTimeout),
                 Ok(Err(e)) => return Err(Error::Connect(e)),
                 Ok(Ok(s)) => s,

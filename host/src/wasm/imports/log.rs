@@ -110,7 +110,9 @@ impl RunLogger {
                     bytes: b.max_bytes,
                 };
                 if !b.exceeded.swap(true, Ordering::Relaxed) {
-                    self.host_line(format!("{error}; further lines are dropped and the run is stopped (log-limit)"));
+                    self.host_line(format!(
+                        "{error}; further lines are dropped and the run is stopped (log-limit)"
+                    ));
                 }
                 return Err(error);
             }

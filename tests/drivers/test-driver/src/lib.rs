@@ -162,7 +162,9 @@ fn http_get(url: &str) -> Result<(u16, String), String> {
     } else {
         Scheme::Http
     };
-    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
     request
         .set_authority(Some(authority))
         .map_err(|()| "bad authority")?;
