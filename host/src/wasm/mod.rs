@@ -1,8 +1,10 @@
 //! Everything WebAssembly: the engine and its instance pool, the compiled-component cache, a
-//! loaded driver, and the per-event sandbox with the host side of the WIT imports.
+//! loaded driver, the per-event sandbox with the host side of the WIT imports, a driver's
+//! grants and the redaction of its secrets.
 //!
-//! This module knows nothing of HTTP, SQL or NATS: it reaches the rest of the host only
-//! through the [`LogSink`] and [`ApiClient`] traits.
+//! This module knows nothing of the host's API, SQL or NATS: it reaches the rest of the host
+//! only through the [`LogSink`] and [`ApiClient`] traits, and reads only the per-driver
+//! settings of [`crate::config`].
 
 pub mod bindings;
 pub mod cache;

@@ -44,9 +44,11 @@ struct LogBudget {
 #[derive(Clone)]
 pub struct RunLogger {
     sink: Arc<dyn LogSink>,
-    driver: String,
-    run_id: String,
-    pipeline: String,
+    // Shared, so that the clones a run hands to stdout, stderr and the HTTP hooks cost no
+    // allocation.
+    driver: Arc<str>,
+    run_id: Arc<str>,
+    pipeline: Arc<str>,
     redactor: Redactor,
     budget: Option<Arc<LogBudget>>,
 }
@@ -56,9 +58,9 @@ impl RunLogger {
     pub fn new(sink: Arc<dyn LogSink>, driver: &str, run_id: &str, pipeline: Option<&str>) -> Self {
         RunLogger {
             sink,
-            driver: driver.to_string(),
-            run_id: run_id.to_string(),
-            pipeline: pipeline.unwrap_or_default().to_string(),
+            driver: driver.into(),
+            run_id: run_id.into(),
+            pipeline: pipeline.unwrap_or_default().into(),
             redactor: Redactor::default(),
             budget: None,
         }
@@ -135,9 +137,9 @@ impl RunLogger {
             })
             .collect();
         self.sink.write(Log {
-            runid: self.run_id.clone(),
-            driver: self.driver.clone(),
-            pipeline: self.pipeline.clone(),
+            runid: self.run_id.to_string(),
+            driver: self.driver.to_string(),
+            pipeline: self.pipeline.to_string(),
             timestamp: crate::clock::now_rfc3339(),
             message,
             labels,
