@@ -15,6 +15,11 @@
 //!
 //! `noop` is a driver that returns at once; `log5` is the test driver logging five lines.
 //!
+//! A last figure, `noisy neighbour`, is the noop driver's latency (mean and p99) on a
+//! two-worker runtime while two hostile guests spin in Wasm next to it (each stopped by its
+//! CPU budget and started again), against the same loop with no neighbours: what one bad
+//! driver costs the others.
+//!
 //! The floor matters because it is what no change to the host can remove: the sandbox's
 //! figure minus the floor is the host's own overhead, and the ratio printed at the end says
 //! whether the host's bookkeeping is in proportion to the instantiation it wraps. Criterion
@@ -46,6 +51,17 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 const NOOP_PAYLOAD: &str =
     r#"{"id":"1","name":"b","resource":"noop","metadata":{"version":"1"},"spec":{}}"#;
 const LOG5_PAYLOAD: &str = r#"{"id":"1","name":"b","resource":"test","metadata":{"version":"1"},"spec":{"action":"ok","lines":5}}"#;
+const LOOP_PAYLOAD: &str = r#"{"id":"1","name":"b","resource":"test","metadata":{"version":"1"},"spec":{"action":"loop"}}"#;
+
+/// The spinning neighbours' budget: each run ends as cpu-exceeded after 300 ms of Wasm.
+const NEIGHBOUR_BUDGET: Budget = Budget {
+    timeout: Duration::from_secs(5),
+    cpu: Duration::from_millis(300),
+    memory: 64 << 20,
+    result_size: 1 << 20,
+};
+/// Noop events timed with and without neighbours.
+const NEIGHBOUR_EVENTS: usize = 1_000;
 
 /// Iterations of the summary's timed loop, per case.
 const SUMMARY_ITERATIONS: u32 = 2_000;
@@ -212,6 +228,10 @@ impl Bench {
     }
 
     async fn sandbox(&self, case: &Case) -> RunOutcome {
+        self.sandbox_with(case, BUDGET).await
+    }
+
+    async fn sandbox_with(&self, case: &Case, budget: Budget) -> RunOutcome {
         let event = Bench::event(case.payload);
         // As the manager builds it: the default log budget, no grants.
         let logger = RunLogger::new(self.sink.clone(), case.name, &event.run_id, None)
@@ -222,7 +242,7 @@ impl Bench {
             grants: Grants::none(),
         };
         self.sandbox
-            .reconcile(&case.sandbox, event, ctx, BUDGET)
+            .reconcile(&case.sandbox, event, ctx, budget)
             .await
     }
 
@@ -344,6 +364,7 @@ fn main() -> anyhow::Result<()> {
     let linker = floor_linker(&engine)?;
 
     let mut cases = Vec::new();
+    let mut neighbour = None;
     for (name, file, payload, expected_lines) in [
         ("noop", "noop_driver.wasm", NOOP_PAYLOAD, 0),
         ("log5", "test_driver.wasm", LOG5_PAYLOAD, 5),
@@ -351,6 +372,15 @@ fn main() -> anyhow::Result<()> {
         let path = dir.join(file);
         let component = Component::from_file(&engine, &path)
             .map_err(|e| anyhow::anyhow!("compiling {}: {e:#}", path.display()))?;
+        if name == "log5" {
+            neighbour = Some(Case {
+                name: "loop",
+                payload: LOOP_PAYLOAD,
+                expected_lines: 0,
+                floor: DriverPre::new(linker.instantiate_pre(&component)?)?,
+                sandbox: sandbox.prepare(&component)?,
+            });
+        }
         cases.push(Case {
             name,
             payload,
@@ -359,13 +389,14 @@ fn main() -> anyhow::Result<()> {
             sandbox: sandbox.prepare(&component)?,
         });
     }
+    let neighbour = Arc::new(neighbour.expect("the test driver is among the cases"));
 
-    let bench = Bench {
+    let bench = Arc::new(Bench {
         engine,
         sandbox,
         sink: Arc::new(CountingSink::default()),
         client: Arc::new(NoClient("the benchmark has no API client")),
-    };
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -443,5 +474,67 @@ fn main() -> anyhow::Result<()> {
             ratio
         );
     }
+
+    let noop = Arc::new(cases.swap_remove(0));
+    let (quiet, noisy) = noisy_neighbour(&bench, &noop, &neighbour)?;
+    println!();
+    println!(
+        "noisy neighbour: noop on 2 worker threads, {NEIGHBOUR_EVENTS} events one after another"
+    );
+    println!("{:<28} {:>10} {:>10}", "", "mean", "p99");
+    for (label, (mean, p99)) in [("alone", quiet), ("beside 2 spinning guests", noisy)] {
+        println!(
+            "{label:<28} {:>10} {:>10}",
+            format_duration(mean),
+            format_duration(p99)
+        );
+    }
     Ok(())
+}
+
+/// The noop driver's latency alone, then with two guests spinning beside it.
+fn noisy_neighbour(
+    bench: &Arc<Bench>,
+    noop: &Arc<Case>,
+    spinner: &Arc<Case>,
+) -> anyhow::Result<((Duration, Duration), (Duration, Duration))> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let measure = |bench: Arc<Bench>, noop: Arc<Case>| async move {
+        let mut times = Vec::with_capacity(NEIGHBOUR_EVENTS);
+        for _ in 0..NEIGHBOUR_EVENTS {
+            let start = Instant::now();
+            black_box(bench.sandbox(&noop).await);
+            times.push(start.elapsed());
+        }
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / NEIGHBOUR_EVENTS as u32;
+        (mean, times[NEIGHBOUR_EVENTS * 99 / 100])
+    };
+    let quiet = runtime.block_on(runtime.spawn(measure(bench.clone(), noop.clone())))?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let (bench, spinner, stop) = (bench.clone(), spinner.clone(), stop.clone());
+            runtime.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let outcome = bench.sandbox_with(&spinner, NEIGHBOUR_BUDGET).await;
+                    assert!(
+                        matches!(&outcome, RunOutcome::Failed { kind, .. } if kind.as_str() == "cpu-exceeded"),
+                        "the spinning guest should end as cpu-exceeded: {outcome:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    // Let the spinners get going before timing.
+    std::thread::sleep(Duration::from_millis(100));
+    let noisy = runtime.block_on(runtime.spawn(measure(bench.clone(), noop.clone())))?;
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        runtime.block_on(s)?;
+    }
+    Ok((quiet, noisy))
 }
