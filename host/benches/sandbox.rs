@@ -4,7 +4,7 @@
 //! paid on every delivery. This benchmark measures, in one run so that the figures compare:
 //!
 //! - `floor/<driver>`: what wasmtime itself costs: a fresh `Store` with a bare state (an empty
-//!   WASI context, imports that do nothing), `instantiate_async` from the `InstancePre` and one
+//!   WASI context, `wasi:http` with wasmtime's default hooks, imports that do nothing), `instantiate_async` from the `InstancePre` and one
 //!   call of `reconcile`. No log capture, no memory limiter, no epoch callback, no timeout.
 //!   It uses the host's engine (the same pooling allocator and compiled code) but its own
 //!   linker, because the host's store state cannot be built outside the crate.
@@ -47,6 +47,7 @@ use criterion::Criterion;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 const NOOP_PAYLOAD: &str =
     r#"{"id":"1","name":"b","resource":"noop","metadata":{"version":"1"},"spec":{}}"#;
@@ -84,6 +85,7 @@ const BUDGET: Budget = Budget {
 /// can check the guest really logged), nothing else.
 struct FloorState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
     logged: u32,
 }
@@ -92,8 +94,21 @@ impl FloorState {
     fn new() -> Self {
         FloorState {
             wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             logged: 0,
+        }
+    }
+}
+
+/// `wasi:http` is linked (with wasmtime's default hooks) only so that drivers importing it
+/// link on the floor too; the benchmarked drivers make no requests.
+impl WasiHttpView for FloorState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: wasmtime_wasi_http::default_hooks(),
         }
     }
 }
@@ -159,6 +174,7 @@ fn floor_linker(engine: &Engine) -> anyhow::Result<Linker<FloorState>> {
     let mut linker = Linker::new(engine);
     Driver::add_to_linker::<FloorState, HasSelf<FloorState>>(&mut linker, |s| s)?;
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
 }
 
