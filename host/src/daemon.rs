@@ -77,6 +77,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cache,
         Arc::new(TracingSink),
     ));
+    // Watch before the first scan, so a file dropped in meanwhile is not missed (a change
+    // seen twice is loaded once: an unchanged sha256 is skipped).
+    let shutdown = CancellationToken::new();
+    registry
+        .clone()
+        .watch(shutdown.clone())
+        .with_context(|| format!("cannot watch drivers_dir {}", config.drivers_dir.display()))?;
     registry
         .load_all()
         .await
@@ -102,11 +109,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.clone(),
     );
 
-    let shutdown = CancellationToken::new();
-    registry
-        .clone()
-        .watch(shutdown.clone())
-        .with_context(|| format!("cannot watch drivers_dir {}", config.drivers_dir.display()))?;
     let manager = tokio::spawn(manager.run(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
