@@ -4,7 +4,7 @@
 //! paid on every delivery. This benchmark measures, in one run so that the figures compare:
 //!
 //! - `floor/<driver>`: what wasmtime itself costs: a fresh `Store` with a bare state (an empty
-//!   WASI context, imports that do nothing), `instantiate_async` from the `InstancePre` and one
+//!   WASI context, `wasi:http` with wasmtime's default hooks, imports that do nothing), `instantiate_async` from the `InstancePre` and one
 //!   call of `reconcile`. No log capture, no memory limiter, no epoch callback, no timeout.
 //!   It uses the host's engine (the same pooling allocator and compiled code) but its own
 //!   linker, because the host's store state cannot be built outside the crate.
@@ -14,6 +14,11 @@
 //!   counts them, so the log store (SQLite) is not measured.
 //!
 //! `noop` is a driver that returns at once; `log5` is the test driver logging five lines.
+//!
+//! A last figure, `noisy neighbour`, is the noop driver's latency (mean and p99) on a
+//! two-worker runtime while two hostile guests spin in Wasm next to it (each stopped by its
+//! CPU budget and started again), against the same loop with no neighbours: what one bad
+//! driver costs the others.
 //!
 //! The floor matters because it is what no change to the host can remove: the sandbox's
 //! figure minus the floor is the host's own overhead, and the ratio printed at the end says
@@ -36,16 +41,28 @@ use conveyor_host::wasm::imports::client::NoClient;
 use conveyor_host::wasm::imports::log::RunLogger;
 use conveyor_host::wasm::sandbox::RunState;
 use conveyor_host::wasm::{
-    ApiClient, Budget, GuestOutcome, LogSink, RunContext, RunOutcome, Sandbox,
+    ApiClient, Budget, Grants, GuestOutcome, LogSink, RunContext, RunOutcome, Sandbox,
 };
 use criterion::Criterion;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 const NOOP_PAYLOAD: &str =
     r#"{"id":"1","name":"b","resource":"noop","metadata":{"version":"1"},"spec":{}}"#;
 const LOG5_PAYLOAD: &str = r#"{"id":"1","name":"b","resource":"test","metadata":{"version":"1"},"spec":{"action":"ok","lines":5}}"#;
+const LOOP_PAYLOAD: &str = r#"{"id":"1","name":"b","resource":"test","metadata":{"version":"1"},"spec":{"action":"loop"}}"#;
+
+/// The spinning neighbours' budget: each run ends as cpu-exceeded after 300 ms of Wasm.
+const NEIGHBOUR_BUDGET: Budget = Budget {
+    timeout: Duration::from_secs(5),
+    cpu: Duration::from_millis(300),
+    memory: 64 << 20,
+    result_size: 1 << 20,
+};
+/// Noop events timed with and without neighbours.
+const NEIGHBOUR_EVENTS: usize = 1_000;
 
 /// Iterations of the summary's timed loop, per case.
 const SUMMARY_ITERATIONS: u32 = 2_000;
@@ -57,7 +74,9 @@ const SUMMARY_WARMUP: u32 = 200;
 
 const BUDGET: Budget = Budget {
     timeout: Duration::from_secs(30),
+    cpu: Duration::from_secs(10),
     memory: 64 << 20,
+    result_size: 1 << 20,
 };
 
 // ---- the floor: a bare store state ------------------------------------------------------
@@ -66,6 +85,7 @@ const BUDGET: Budget = Budget {
 /// can check the guest really logged), nothing else.
 struct FloorState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
     logged: u32,
 }
@@ -74,8 +94,21 @@ impl FloorState {
     fn new() -> Self {
         FloorState {
             wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             logged: 0,
+        }
+    }
+}
+
+/// `wasi:http` is linked (with wasmtime's default hooks) only so that drivers importing it
+/// link on the floor too; the benchmarked drivers make no requests.
+impl WasiHttpView for FloorState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: wasmtime_wasi_http::default_hooks(),
         }
     }
 }
@@ -141,6 +174,7 @@ fn floor_linker(engine: &Engine) -> anyhow::Result<Linker<FloorState>> {
     let mut linker = Linker::new(engine);
     Driver::add_to_linker::<FloorState, HasSelf<FloorState>>(&mut linker, |s| s)?;
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
 }
 
@@ -210,14 +244,21 @@ impl Bench {
     }
 
     async fn sandbox(&self, case: &Case) -> RunOutcome {
+        self.sandbox_with(case, BUDGET).await
+    }
+
+    async fn sandbox_with(&self, case: &Case, budget: Budget) -> RunOutcome {
         let event = Bench::event(case.payload);
-        let logger = RunLogger::new(self.sink.clone(), case.name, &event.run_id, None);
+        // As the manager builds it: the default log budget, no grants.
+        let logger = RunLogger::new(self.sink.clone(), case.name, &event.run_id, None)
+            .with_budget(10_000, 1 << 20);
         let ctx = RunContext {
             logger,
             client: self.client.clone(),
+            grants: Grants::none(),
         };
         self.sandbox
-            .reconcile(&case.sandbox, event, ctx, BUDGET)
+            .reconcile(&case.sandbox, event, ctx, budget)
             .await
     }
 
@@ -339,6 +380,7 @@ fn main() -> anyhow::Result<()> {
     let linker = floor_linker(&engine)?;
 
     let mut cases = Vec::new();
+    let mut neighbour = None;
     for (name, file, payload, expected_lines) in [
         ("noop", "noop_driver.wasm", NOOP_PAYLOAD, 0),
         ("log5", "test_driver.wasm", LOG5_PAYLOAD, 5),
@@ -346,6 +388,15 @@ fn main() -> anyhow::Result<()> {
         let path = dir.join(file);
         let component = Component::from_file(&engine, &path)
             .map_err(|e| anyhow::anyhow!("compiling {}: {e:#}", path.display()))?;
+        if name == "log5" {
+            neighbour = Some(Case {
+                name: "loop",
+                payload: LOOP_PAYLOAD,
+                expected_lines: 0,
+                floor: DriverPre::new(linker.instantiate_pre(&component)?)?,
+                sandbox: sandbox.prepare(&component)?,
+            });
+        }
         cases.push(Case {
             name,
             payload,
@@ -354,13 +405,14 @@ fn main() -> anyhow::Result<()> {
             sandbox: sandbox.prepare(&component)?,
         });
     }
+    let neighbour = Arc::new(neighbour.expect("the test driver is among the cases"));
 
-    let bench = Bench {
+    let bench = Arc::new(Bench {
         engine,
         sandbox,
         sink: Arc::new(CountingSink::default()),
         client: Arc::new(NoClient("the benchmark has no API client")),
-    };
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -438,5 +490,67 @@ fn main() -> anyhow::Result<()> {
             ratio
         );
     }
+
+    let noop = Arc::new(cases.swap_remove(0));
+    let (quiet, noisy) = noisy_neighbour(&bench, &noop, &neighbour)?;
+    println!();
+    println!(
+        "noisy neighbour: noop on 2 worker threads, {NEIGHBOUR_EVENTS} events one after another"
+    );
+    println!("{:<28} {:>10} {:>10}", "", "mean", "p99");
+    for (label, (mean, p99)) in [("alone", quiet), ("beside 2 spinning guests", noisy)] {
+        println!(
+            "{label:<28} {:>10} {:>10}",
+            format_duration(mean),
+            format_duration(p99)
+        );
+    }
     Ok(())
+}
+
+/// The noop driver's latency alone, then with two guests spinning beside it.
+fn noisy_neighbour(
+    bench: &Arc<Bench>,
+    noop: &Arc<Case>,
+    spinner: &Arc<Case>,
+) -> anyhow::Result<((Duration, Duration), (Duration, Duration))> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let measure = |bench: Arc<Bench>, noop: Arc<Case>| async move {
+        let mut times = Vec::with_capacity(NEIGHBOUR_EVENTS);
+        for _ in 0..NEIGHBOUR_EVENTS {
+            let start = Instant::now();
+            black_box(bench.sandbox(&noop).await);
+            times.push(start.elapsed());
+        }
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / NEIGHBOUR_EVENTS as u32;
+        (mean, times[NEIGHBOUR_EVENTS * 99 / 100])
+    };
+    let quiet = runtime.block_on(runtime.spawn(measure(bench.clone(), noop.clone())))?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let (bench, spinner, stop) = (bench.clone(), spinner.clone(), stop.clone());
+            runtime.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let outcome = bench.sandbox_with(&spinner, NEIGHBOUR_BUDGET).await;
+                    assert!(
+                        matches!(&outcome, RunOutcome::Failed { kind, .. } if kind.as_str() == "cpu-exceeded"),
+                        "the spinning guest should end as cpu-exceeded: {outcome:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    // Let the spinners get going before timing.
+    std::thread::sleep(Duration::from_millis(100));
+    let noisy = runtime.block_on(runtime.spawn(measure(bench.clone(), noop.clone())))?;
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        runtime.block_on(s)?;
+    }
+    Ok((quiet, noisy))
 }

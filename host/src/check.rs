@@ -68,6 +68,14 @@ pub async fn check(path: &Path) -> anyhow::Result<String> {
         "  compiled in {:.0} ms",
         compiled.elapsed.as_secs_f64() * 1e3
     )?;
+    writeln!(out, "  capabilities it imports:")?;
+    let caps = capabilities(&imports);
+    if caps.is_empty() {
+        writeln!(out, "    (none beyond logging and the API client)")?;
+    }
+    for c in caps {
+        writeln!(out, "    {c}")?;
+    }
     writeln!(out, "  imports:")?;
     for i in &imports {
         writeln!(out, "    {i}")?;
@@ -89,5 +97,57 @@ fn list(items: &[String]) -> String {
         "(none)".into()
     } else {
         items.join(", ")
+    }
+}
+
+/// The capabilities behind a component's imports, each with what grants it: importing an
+/// interface only says the driver may ask; the host config decides what it gets.
+pub fn capabilities(imports: &[String]) -> Vec<&'static str> {
+    const KNOWN: [(&str, &str); 5] = [
+        (
+            "wasi:http/",
+            "wasi:http        outbound HTTP (granted by [drivers.<name>.http] allow)",
+        ),
+        (
+            "wasi:filesystem/",
+            "wasi:filesystem  files (granted by [[drivers.<name>.dirs]]; none by default)",
+        ),
+        (
+            "wasi:cli/environment",
+            "wasi:cli/environment  environment variables (granted by [drivers.<name>.env] and .secrets)",
+        ),
+        (
+            "wasi:sockets/",
+            "wasi:sockets     raw sockets (always denied by this host)",
+        ),
+        (
+            "wasi:random/",
+            "wasi:random      random numbers (always available)",
+        ),
+    ];
+    let mut out: Vec<&'static str> = KNOWN
+        .iter()
+        .filter(|(prefix, _)| imports.iter().any(|i| i.starts_with(prefix)))
+        .map(|(_, text)| *text)
+        .collect();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_named() {
+        let imports = [
+            "wasi:http/outgoing-handler@0.2.4".to_string(),
+            "wasi:filesystem/preopens@0.2.4".to_string(),
+            "conveyor:driver/log@0.1.0".to_string(),
+        ];
+        let caps = capabilities(&imports);
+        assert_eq!(caps.len(), 2);
+        assert!(caps[0].starts_with("wasi:http"));
+        assert!(caps[1].starts_with("wasi:filesystem"));
     }
 }

@@ -3,6 +3,7 @@
 //! Every error names the key at fault (for example `defaults.timeout`) and the file, so a typo
 //! never turns into a silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,9 @@ pub struct Config {
     /// Runs and pipelines.
     #[serde(default)]
     pub runs: RunsConfig,
+    /// `[drivers.<name>]`: per-driver budgets (overriding `[defaults]`) and capabilities.
+    #[serde(default)]
+    pub drivers: BTreeMap<String, DriverConfig>,
 }
 
 /// `[conveyor]`: the Conveyor server this host works for (NATS mode).
@@ -185,9 +189,22 @@ pub struct DriverDefaults {
     /// Wall-clock limit for one reconcile, including time blocked in host calls (`"30s"`).
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// CPU budget for one reconcile: time spent executing WebAssembly, not time blocked in
+    /// host calls (`"10s"`).
+    #[serde(default = "default_cpu", deserialize_with = "duration")]
+    pub cpu: Duration,
     /// Linear-memory limit for one instance (`"64MiB"`).
     #[serde(default = "default_memory", deserialize_with = "byte_size")]
     pub memory: u64,
+    /// Log lines one run may write (its stdout and stderr included).
+    #[serde(default = "default_log_lines")]
+    pub log_lines: u32,
+    /// Log bytes (messages and label values) one run may write (`"1MiB"`).
+    #[serde(default = "default_log_bytes", deserialize_with = "byte_size")]
+    pub log_bytes: u64,
+    /// The largest result (message and data) a run may return (`"1MiB"`).
+    #[serde(default = "default_result_size", deserialize_with = "byte_size")]
+    pub result_size: u64,
     /// Events one driver handles at the same time (1 by default, as upstream).
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
@@ -203,7 +220,11 @@ impl Default for DriverDefaults {
     fn default() -> Self {
         DriverDefaults {
             timeout: default_timeout(),
+            cpu: default_cpu(),
             memory: default_memory(),
+            log_lines: default_log_lines(),
+            log_bytes: default_log_bytes(),
+            result_size: default_result_size(),
             concurrency: default_concurrency(),
             max_attempts: default_max_attempts(),
             backoff: default_backoff(),
@@ -214,8 +235,20 @@ impl Default for DriverDefaults {
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_cpu() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_memory() -> u64 {
     64 << 20
+}
+fn default_log_lines() -> u32 {
+    10_000
+}
+fn default_log_bytes() -> u64 {
+    1 << 20
+}
+fn default_result_size() -> u64 {
+    1 << 20
 }
 fn default_concurrency() -> u32 {
     // One at a time, as upstream's runtimes do: a driver must opt in to parallel runs.
@@ -270,6 +303,330 @@ fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         })
 }
 
+/// `[drivers.<name>]`: one driver's budgets, each falling back to `[defaults]`, and the
+/// capabilities granted to it. Everything not granted here is denied.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverConfig {
+    /// Wall-clock limit for one reconcile.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// CPU budget for one reconcile.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub cpu: Option<Duration>,
+    /// Memory limit for one instance.
+    #[serde(default, deserialize_with = "opt_byte_size")]
+    pub memory: Option<u64>,
+    /// Events in flight at once.
+    pub concurrency: Option<u32>,
+    /// Log lines per run.
+    pub log_lines: Option<u32>,
+    /// Log bytes per run.
+    #[serde(default, deserialize_with = "opt_byte_size")]
+    pub log_bytes: Option<u64>,
+    /// Largest result.
+    #[serde(default, deserialize_with = "opt_byte_size")]
+    pub result_size: Option<u64>,
+    /// Deliveries before a transient failure is final.
+    pub max_attempts: Option<u32>,
+    /// The first retry delay.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub backoff: Option<Duration>,
+    /// Host directories mounted into the guest.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables the guest sees: a literal value, or `{ env = "HOST_VAR" }`.
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvSource>,
+    /// Secrets, given to the guest as environment variables and redacted from its logs and
+    /// results: `{ env = "HOST_VAR" }` or `{ file = "path" }`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Outbound HTTP.
+    #[serde(default)]
+    pub http: HttpGrant,
+    /// Environment and secret values, read once when the config is loaded.
+    #[serde(skip)]
+    resolved: Resolved,
+}
+
+/// A host directory granted to a driver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// The directory on the host. Relative to the config file.
+    pub host: PathBuf,
+    /// Where the guest sees it (absolute, such as `/workspace`).
+    pub guest: String,
+    /// `ro` (the default) or `rw`.
+    #[serde(default)]
+    pub mode: DirMode,
+}
+
+/// Read-only or read-write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum DirMode {
+    /// Read-only.
+    #[default]
+    #[serde(rename = "ro")]
+    ReadOnly,
+    /// Read-write.
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EnvSource {
+    /// The value itself.
+    Literal(String),
+    /// The value of a variable of the host's environment, read at start.
+    Host {
+        /// The host variable's name.
+        env: String,
+    },
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// A variable of the host's environment.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file (relative to the config file); one trailing newline is dropped.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// `[drivers.<name>.http]`: the outbound HTTP allow-list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// Hosts the driver may reach: `example.com` (ports 80 and 443), `example.com:8443`,
+    /// `*.example.com` (any subdomain), `host:*` (any port), `*` (any host).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Whether the allowed hosts may resolve to loopback, private, link-local and other
+    /// non-public addresses. Off by default, so an allowed name cannot be pointed at the
+    /// host's own network.
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+/// A secret value. Its `Debug` form never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Resolved {
+    env: Vec<(String, String)>,
+    secrets: Vec<(String, Secret)>,
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+fn opt_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    byte_size(d).map(Some)
+}
+
+/// An environment variable name a guest can be given: non-empty, no `=` or NUL.
+fn env_name_ok(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
+impl DriverConfig {
+    /// Checks the values and reads the environment and secret values, so that a missing
+    /// variable or file stops the host at start rather than failing runs later.
+    fn resolve(&mut self, key: &str, base: &Path) -> Result<(), String> {
+        let positive = [
+            (
+                self.timeout.is_some_and(|d| d.is_zero()),
+                "timeout: must be more than zero",
+            ),
+            (
+                self.cpu.is_some_and(|d| d.is_zero()),
+                "cpu: must be more than zero",
+            ),
+            (
+                self.memory.is_some_and(|m| m < 1 << 20),
+                "memory: must be at least 1MiB",
+            ),
+            (
+                self.concurrency == Some(0),
+                "concurrency: must be at least 1",
+            ),
+            (
+                self.max_attempts == Some(0),
+                "max_attempts: must be at least 1",
+            ),
+            (self.log_lines == Some(0), "log_lines: must be at least 1"),
+            (
+                self.log_bytes == Some(0),
+                "log_bytes: must be more than zero",
+            ),
+            (
+                self.result_size == Some(0),
+                "result_size: must be more than zero",
+            ),
+        ];
+        if let Some((_, m)) = positive.iter().find(|(bad, _)| *bad) {
+            return Err(format!("{key}.{m}"));
+        }
+        for (i, dir) in self.dirs.iter_mut().enumerate() {
+            dir.host = base.join(&dir.host);
+            if !dir.host.is_dir() {
+                return Err(format!(
+                    "{key}.dirs[{i}].host: {} is not a directory",
+                    dir.host.display()
+                ));
+            }
+            if !dir.guest.starts_with('/') {
+                return Err(format!(
+                    "{key}.dirs[{i}].guest: {:?} must be an absolute path such as \"/workspace\"",
+                    dir.guest
+                ));
+            }
+        }
+        let mut env = Vec::new();
+        for (name, source) in &self.env {
+            if !env_name_ok(name) {
+                return Err(format!("{key}.env.{name}: not a usable variable name"));
+            }
+            let value = match source {
+                EnvSource::Literal(v) => v.clone(),
+                EnvSource::Host { env: var } => std::env::var(var).map_err(|_| {
+                    format!("{key}.env.{name}: the host environment has no variable {var:?}")
+                })?,
+            };
+            env.push((name.clone(), value));
+        }
+        let mut secrets = Vec::new();
+        for (name, source) in &self.secrets {
+            if !env_name_ok(name) {
+                return Err(format!("{key}.secrets.{name}: not a usable variable name"));
+            }
+            if self.env.contains_key(name) {
+                return Err(format!(
+                    "{key}.secrets.{name}: the name is also in {key}.env; a variable is either \
+                     plain or secret"
+                ));
+            }
+            let value = match (&source.env, &source.file) {
+                (Some(var), None) => std::env::var(var).map_err(|_| {
+                    format!("{key}.secrets.{name}: the host environment has no variable {var:?}")
+                })?,
+                (None, Some(file)) => {
+                    let file = base.join(file);
+                    let text = std::fs::read_to_string(&file).map_err(|e| {
+                        format!("{key}.secrets.{name}: cannot read {}: {e}", file.display())
+                    })?;
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    text.strip_suffix('\r').unwrap_or(text).to_string()
+                }
+                _ => {
+                    return Err(format!(
+                        "{key}.secrets.{name}: give exactly one of `env` or `file`"
+                    ));
+                }
+            };
+            if value.is_empty() {
+                return Err(format!(
+                    "{key}.secrets.{name}: the value is empty (an empty secret cannot be redacted)"
+                ));
+            }
+            secrets.push((name.clone(), Secret(value)));
+        }
+        for (i, pattern) in self.http.allow.iter().enumerate() {
+            HostPattern::parse(pattern)
+                .map_err(|e| format!("{key}.http.allow[{i}]: {pattern:?}: {e}"))?;
+        }
+        self.resolved = Resolved { env, secrets };
+        Ok(())
+    }
+}
+
+/// One entry of an HTTP allow-list, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// `None` for `*` (any host); a leading `*.` matches any subdomain (not the domain
+    /// itself).
+    host: Option<String>,
+    /// `None` for the default ports (80 and 443); `Some(None)` for `*`.
+    port: Option<Option<u16>>,
+}
+
+impl HostPattern {
+    /// Parses `host`, `host:port`, `*.domain`, `host:*` or `*`.
+    pub fn parse(pattern: &str) -> Result<HostPattern, String> {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        if pattern.contains("://") || pattern.contains('/') {
+            return Err("give a host (and port), not a URL".into());
+        }
+        // An IPv6 literal is written in brackets, so its colons are not a port separator.
+        let (host, port) = match pattern.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && (!h.starts_with('[') || h.ends_with(']')) => {
+                (h.to_string(), Some(p.to_string()))
+            }
+            _ => (pattern.clone(), None),
+        };
+        let port = match port.as_deref() {
+            None => None,
+            Some("*") => Some(None),
+            Some(p) => Some(Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("bad port {p:?}"))?,
+            )),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return Err("the host is empty".into());
+        }
+        let wildcard_body = host.strip_prefix("*.").unwrap_or(&host);
+        if host != "*" && (wildcard_body.is_empty() || wildcard_body.contains('*')) {
+            return Err("`*` may only stand alone or start the name as `*.`".into());
+        }
+        Ok(HostPattern {
+            host: (host != "*").then_some(host),
+            port,
+        })
+    }
+
+    /// Whether a request to `host:port` is allowed by this entry. `host` is lower case,
+    /// without brackets.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            None => port == 80 || port == 443,
+            Some(None) => true,
+            Some(Some(p)) => p == port,
+        };
+        let host_ok = match &self.host {
+            None => true,
+            Some(h) => match h.strip_prefix("*.") {
+                Some(domain) => host
+                    .strip_suffix(domain)
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => h == host,
+            },
+        };
+        port_ok && host_ok
+    }
+}
+
 impl Config {
     /// Reads and validates a config file. Relative paths in it are resolved against the
     /// file's directory.
@@ -302,6 +659,9 @@ impl Config {
             }
         }
         config.validate()?;
+        for (name, driver) in &mut config.drivers {
+            driver.resolve(&format!("drivers.{name}"), base)?;
+        }
         Ok(config)
     }
 
@@ -312,7 +672,17 @@ impl Config {
                 d.timeout.is_zero(),
                 "defaults.timeout: must be more than zero",
             ),
+            (d.cpu.is_zero(), "defaults.cpu: must be more than zero"),
             (d.memory < 1 << 20, "defaults.memory: must be at least 1MiB"),
+            (d.log_lines == 0, "defaults.log_lines: must be at least 1"),
+            (
+                d.log_bytes == 0,
+                "defaults.log_bytes: must be more than zero",
+            ),
+            (
+                d.result_size == 0,
+                "defaults.result_size: must be more than zero",
+            ),
             (
                 d.concurrency == 0,
                 "defaults.concurrency: must be at least 1",
@@ -368,32 +738,66 @@ impl fmt::Display for EventSourceKind {
     }
 }
 
-/// Per-driver settings resolved from the defaults (later, from `[drivers.<name>]` too).
+/// Per-driver settings: `[drivers.<name>]` over `[defaults]`, with the capabilities granted.
 #[derive(Debug, Clone)]
 pub struct DriverSettings {
     /// Wall-clock limit for one reconcile.
     pub timeout: Duration,
+    /// CPU budget for one reconcile.
+    pub cpu: Duration,
     /// Memory limit for one instance, in bytes.
     pub memory: u64,
     /// Events in flight at once.
     pub concurrency: u32,
+    /// Log lines per run.
+    pub log_lines: u32,
+    /// Log bytes per run.
+    pub log_bytes: u64,
+    /// Largest result, in bytes.
+    pub result_size: u64,
     /// Deliveries before a transient failure is final.
     pub max_attempts: u32,
     /// The first retry delay.
     pub backoff: Duration,
+    /// Directories granted.
+    pub dirs: Vec<DirGrant>,
+    /// Plain environment variables, resolved.
+    pub env: Vec<(String, String)>,
+    /// Secrets, resolved.
+    pub secrets: Vec<(String, Secret)>,
+    /// The HTTP allow-list.
+    pub http: HttpGrant,
 }
 
 impl Config {
     /// The settings that apply to a driver.
-    pub fn driver_settings(&self, _driver: &str) -> DriverSettings {
+    pub fn driver_settings(&self, driver: &str) -> DriverSettings {
         let d = &self.defaults;
+        let empty = DriverConfig::default();
+        let o = self.drivers.get(driver).unwrap_or(&empty);
         DriverSettings {
-            timeout: d.timeout,
-            memory: d.memory,
-            concurrency: d.concurrency,
-            max_attempts: d.max_attempts,
-            backoff: d.backoff,
+            timeout: o.timeout.unwrap_or(d.timeout),
+            cpu: o.cpu.unwrap_or(d.cpu),
+            memory: o.memory.unwrap_or(d.memory),
+            concurrency: o.concurrency.unwrap_or(d.concurrency),
+            log_lines: o.log_lines.unwrap_or(d.log_lines),
+            log_bytes: o.log_bytes.unwrap_or(d.log_bytes),
+            result_size: o.result_size.unwrap_or(d.result_size),
+            max_attempts: o.max_attempts.unwrap_or(d.max_attempts),
+            backoff: o.backoff.unwrap_or(d.backoff),
+            dirs: o.dirs.clone(),
+            env: o.resolved.env.clone(),
+            secrets: o.resolved.secrets.clone(),
+            http: o.http.clone(),
         }
+    }
+
+    /// The largest memory limit of any driver: the size of the engine's memory slots.
+    pub fn max_memory(&self) -> u64 {
+        self.drivers
+            .values()
+            .filter_map(|d| d.memory)
+            .fold(self.defaults.memory, u64::max)
     }
 }
 
@@ -470,6 +874,85 @@ mod tests {
             parse("drivers_dir = \"d\"\ndata_dir = \"x\"\n[conveyor]\napi_url = \"localhost\"\n")
                 .unwrap_err();
         assert!(e.contains("conveyor.api_url"), "{e}");
+    }
+
+    #[test]
+    fn driver_settings_fall_back_to_defaults() {
+        let c = parse(
+            "drivers_dir = \"d\"\ndata_dir = \"x\"\n[defaults]\ntimeout = \"5s\"\n\
+             [drivers.fast]\ncpu = \"200ms\"\nmemory = \"128MiB\"\nlog_lines = 7\n\
+             [drivers.fast.env]\nMODE = \"quick\"\n",
+        )
+        .unwrap();
+        let fast = c.driver_settings("fast");
+        assert_eq!(fast.timeout, Duration::from_secs(5));
+        assert_eq!(fast.cpu, Duration::from_millis(200));
+        assert_eq!(fast.memory, 128 << 20);
+        assert_eq!(fast.log_lines, 7);
+        assert_eq!(fast.env, [("MODE".to_string(), "quick".to_string())]);
+        let other = c.driver_settings("other");
+        assert_eq!(other.cpu, Duration::from_secs(10));
+        assert!(other.env.is_empty() && other.secrets.is_empty() && other.dirs.is_empty());
+        assert_eq!(c.max_memory(), 128 << 20);
+    }
+
+    #[test]
+    fn capabilities_are_checked_and_named() {
+        let base = "drivers_dir = \"d\"\ndata_dir = \"x\"\n";
+        let e = parse(&format!(
+            "{base}[drivers.a.secrets]\nT = {{ env = \"CONVEYOR_TEST_SURELY_UNSET\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("drivers.a.secrets.T"), "{e}");
+        let e = parse(&format!(
+            "{base}[[drivers.a.dirs]]\nhost = \"/surely/missing\"\nguest = \"/w\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("drivers.a.dirs[0].host"), "{e}");
+        let e = parse(&format!(
+            "{base}[[drivers.a.dirs]]\nhost = \"/tmp\"\nguest = \"w\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("drivers.a.dirs[0].guest"), "{e}");
+        let e = parse(&format!(
+            "{base}[drivers.a.http]\nallow = [\"https://x.com\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("drivers.a.http.allow[0]"), "{e}");
+        let e = parse(&format!("{base}[drivers.a]\ncpu = \"0s\"\n")).unwrap_err();
+        assert!(e.contains("drivers.a.cpu"), "{e}");
+        let e = parse(&format!("{base}[drivers.a]\nfuel = 3\n")).unwrap_err();
+        assert!(e.contains("fuel"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "s3cr3t-value\n").unwrap();
+        let c = Config::parse(
+            "drivers_dir = \"d\"\ndata_dir = \"x\"\n[drivers.a.secrets]\nTOKEN = { file = \"tok\" }\n",
+            dir.path(),
+        )
+        .unwrap();
+        let s = c.driver_settings("a");
+        assert_eq!(s.secrets[0].1.0, "s3cr3t-value");
+        assert!(!format!("{c:?}{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn host_patterns() {
+        let p = |s: &str| HostPattern::parse(s).unwrap();
+        assert!(p("api.github.com").matches("api.github.com", 443));
+        assert!(!p("api.github.com").matches("api.github.com", 8080));
+        assert!(p("api.github.com:8080").matches("api.github.com", 8080));
+        assert!(p("*.example.com").matches("a.b.example.com", 80));
+        assert!(!p("*.example.com").matches("example.com", 80));
+        assert!(!p("*.example.com").matches("badexample.com", 80));
+        assert!(p("127.0.0.1:*").matches("127.0.0.1", 9));
+        assert!(p("[::1]:8080").matches("::1", 8080));
+        assert!(p("*").matches("anything", 443));
+        assert!(HostPattern::parse("a*.com").is_err());
+        assert!(HostPattern::parse("x.com:0").is_err());
     }
 
     #[test]

@@ -64,19 +64,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let engine = engine::build(&EngineSettings {
         pool_instances: config.engine.pool_instances,
-        max_memory: config.defaults.memory,
+        max_memory: config.max_memory(),
     })?;
     engine::start_epoch_ticker(&engine).context("cannot start the epoch ticker")?;
     let sandbox = Arc::new(Sandbox::new(engine.clone())?);
     let cache = ComponentCache::new(&engine, &config.data_dir.join("cache"))
         .context("cannot create the compile cache in data_dir")?;
-    let registry = Arc::new(
-        Registry::load_dir(&config.drivers_dir, &sandbox, &cache, Arc::new(TracingSink))
-            .await
-            .with_context(|| format!("cannot read drivers_dir {}", config.drivers_dir.display()))?,
-    );
-
+    let registry = Arc::new(Registry::new(
+        &config.drivers_dir,
+        sandbox.clone(),
+        cache,
+        Arc::new(TracingSink),
+    ));
+    // Watch before the first scan, so a file dropped in meanwhile is not missed (a change
+    // seen twice is loaded once: an unchanged sha256 is skipped).
     let shutdown = CancellationToken::new();
+    registry
+        .clone()
+        .watch(shutdown.clone())
+        .with_context(|| format!("cannot watch drivers_dir {}", config.drivers_dir.display()))?;
+    registry
+        .load_all()
+        .await
+        .with_context(|| format!("cannot read drivers_dir {}", config.drivers_dir.display()))?;
+    for name in config.drivers.keys() {
+        if registry.get(name).is_none() {
+            tracing::warn!(driver = %name, "[drivers.{name}] is configured but no such driver is loaded (yet)");
+        }
+    }
+
     let (manager, logs, app): (JoinHandle<()>, Arc<dyn LogPipeline>, axum::Router) = match config
         .events
         .source

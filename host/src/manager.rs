@@ -1,12 +1,14 @@
 //! The driver manager: for each loaded driver, a loop that takes deliveries from the event
 //! source (up to the driver's concurrency), runs `reconcile` in the sandbox, decides what the
-//! outcome means (done, retry with backoff, give up) and settles the delivery.
+//! outcome means (done, retry with backoff, give up) and settles the delivery. Loops start
+//! and stop as the registry gains and loses drivers (hot reload).
 //!
 //! Nothing is settled before the run's log lines are stored, and a result is stored by the
 //! source in the same step that acknowledges the delivery.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{OwnedMutexGuard, Semaphore};
@@ -21,7 +23,7 @@ use crate::registry::Registry;
 use crate::store::StoredResult;
 use crate::wasm::bindings::Event;
 use crate::wasm::imports::log::RunLogger;
-use crate::wasm::{ApiClient, Budget, DriverInfo, GuestOutcome, RunContext, RunOutcome, Sandbox};
+use crate::wasm::{ApiClient, Budget, Grants, GuestOutcome, RunContext, RunOutcome, Sandbox};
 
 /// The longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -59,21 +61,49 @@ impl<S: EventSource> Manager<S> {
     }
 
     /// Serves every loaded driver until `shutdown` is cancelled, then lets the runs in flight
-    /// finish (each is bounded by its timeout).
+    /// finish (each is bounded by its timeout). A driver added to the registry gets a loop; a
+    /// removed one has its loop stopped once its runs in flight finish.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut loops = JoinSet::new();
-        for driver in self.registry.all() {
-            loops.spawn(
-                self.clone()
-                    .driver_loop(driver.info.clone(), shutdown.clone()),
-            );
+        let mut changes = self.registry.subscribe();
+        let mut loops: HashMap<String, CancellationToken> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        loop {
+            let names: Vec<String> = self
+                .registry
+                .all()
+                .iter()
+                .map(|d| d.info.name.clone())
+                .collect();
+            loops.retain(|name, stop| {
+                let keep = names.contains(name);
+                if !keep {
+                    stop.cancel();
+                }
+                keep
+            });
+            for name in names {
+                if !loops.contains_key(&name) {
+                    let stop = shutdown.child_token();
+                    loops.insert(name.clone(), stop.clone());
+                    tasks.spawn(self.clone().driver_loop(name, stop));
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = shutdown.cancelled() => break,
+            }
+            while tasks.try_join_next().is_some() {}
         }
-        while loops.join_next().await.is_some() {}
+        while tasks.join_next().await.is_some() {}
     }
 
-    async fn driver_loop(self: Arc<Self>, info: DriverInfo, shutdown: CancellationToken) {
-        let driver = info.name.clone();
-        let settings = self.config.driver_settings(&driver);
+    async fn driver_loop(self: Arc<Self>, driver: String, shutdown: CancellationToken) {
+        let Some(info) = self.registry.get(&driver).map(|d| d.info.clone()) else {
+            return;
+        };
+        let settings = Arc::new(self.config.driver_settings(&driver));
+        // Grants are resolved once per driver, so each event only clones an Arc.
+        let grants = Grants::from_settings(&settings);
         loop {
             let attached = tokio::select! {
                 a = self.source.attach(&info, &settings) => a,
@@ -105,9 +135,10 @@ impl<S: EventSource> Manager<S> {
                 Ok(d) => {
                     let this = self.clone();
                     let settings = settings.clone();
+                    let grants = grants.clone();
                     let shutdown = shutdown.clone();
                     runs.spawn(async move {
-                        this.handle(d, &settings, &shutdown).await;
+                        this.handle(d, &settings, grants, &shutdown).await;
                         drop(permit);
                     });
                 }
@@ -126,9 +157,10 @@ impl<S: EventSource> Manager<S> {
         &self,
         d: Delivery<S::Token>,
         settings: &DriverSettings,
+        grants: Arc<Grants>,
         shutdown: &CancellationToken,
     ) {
-        let settlement = self.process(&d, settings, shutdown).await;
+        let settlement = self.process(&d, settings, grants, shutdown).await;
         let (driver, message_id) = (d.driver.clone(), d.message_id.clone());
         if let Err(e) = self.source.settle(d, settlement).await {
             tracing::error!(%driver, %message_id, error = %e, "could not settle the event; it will be delivered again");
@@ -139,6 +171,7 @@ impl<S: EventSource> Manager<S> {
         &self,
         d: &Delivery<S::Token>,
         settings: &DriverSettings,
+        grants: Arc<Grants>,
         shutdown: &CancellationToken,
     ) -> Settlement {
         let Some(driver) = self.registry.get(&d.driver) else {
@@ -168,7 +201,9 @@ impl<S: EventSource> Manager<S> {
         };
 
         let pipeline = (!resource.pipeline.is_empty()).then_some(resource.pipeline.as_str());
-        let logger = RunLogger::new(self.logs.clone(), &d.driver, &d.run_id, pipeline);
+        let logger = RunLogger::new(self.logs.clone(), &d.driver, &d.run_id, pipeline)
+            .with_redactor(grants.redactor.clone())
+            .with_budget(settings.log_lines, settings.log_bytes);
         let started_at = crate::clock::now_rfc3339();
         let event = Event {
             name: d.event.clone(),
@@ -181,11 +216,17 @@ impl<S: EventSource> Manager<S> {
         let ctx = RunContext {
             logger: logger.clone(),
             client: self.client.clone(),
+            grants,
         };
         let budget = Budget {
             timeout: settings.timeout,
+            cpu: settings.cpu,
             memory: settings.memory,
+            result_size: settings.result_size,
         };
+        let counters = self.registry.counters(&d.driver);
+        counters.started.fetch_add(1, Ordering::Relaxed);
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let metrics = &crate::metrics::METRICS;
         let in_flight = metrics.in_flight.with_label_values(&[d.driver.as_str()]);
         in_flight.inc();
@@ -195,6 +236,7 @@ impl<S: EventSource> Manager<S> {
             .reconcile_timed(&driver.pre, event, ctx, budget)
             .await;
         in_flight.dec();
+        counters.in_flight.fetch_sub(1, Ordering::Relaxed);
 
         let verdict = decide(reconciled.outcome, d.attempt, settings);
         metrics.reconciled(
@@ -209,6 +251,12 @@ impl<S: EventSource> Manager<S> {
                 .with_label_values(&[d.driver.as_str()])
                 .inc();
         }
+        let counter = match (verdict.retry, verdict.success) {
+            (Some(_), _) => &counters.retried,
+            (None, true) => &counters.succeeded,
+            (None, false) => &counters.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Some(line) = &verdict.note {
             logger.host_line(line.clone());
         }
@@ -413,10 +461,18 @@ mod tests {
     fn settings(max_attempts: u32) -> DriverSettings {
         DriverSettings {
             timeout: Duration::from_secs(1),
+            cpu: Duration::from_secs(1),
             memory: 1 << 20,
             concurrency: 1,
+            log_lines: 10,
+            log_bytes: 1000,
+            result_size: 1000,
             max_attempts,
             backoff: Duration::from_secs(1),
+            dirs: Vec::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+            http: Default::default(),
         }
     }
 

@@ -93,6 +93,11 @@ impl Host {
     /// Starts the host in `dir` (which holds `drivers/`), with extra TOML appended to a
     /// config that listens on an ephemeral port and keeps its data in `dir/data`.
     pub fn start(dir: &Path, extra_config: &str) -> Host {
+        Host::start_with_env(dir, extra_config, &[])
+    }
+
+    /// [`Host::start`] with extra variables in the host's environment.
+    pub fn start_with_env(dir: &Path, extra_config: &str, env: &[(&str, &str)]) -> Host {
         let config = dir.join("host.toml");
         std::fs::write(
             &config,
@@ -110,6 +115,7 @@ impl Host {
         let mut child = Command::new(HOST_BIN)
             .args(["run", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -1,4 +1,5 @@
-//! `GET /drivers`: the loaded drivers and the files that failed to load.
+//! `GET /drivers`: the loaded drivers (with their run counters) and the files that failed to
+//! load.
 
 use std::sync::Arc;
 
@@ -17,11 +18,12 @@ where
 }
 
 async fn list(State(registry): State<Arc<Registry>>) -> Json<Vec<serde_json::Value>> {
+    let failures = registry.failures();
     let mut out: Vec<serde_json::Value> = registry
         .all()
         .iter()
         .map(|d| {
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "name": d.info.name,
                 "resources": d.info.resources,
                 "events": d.info.events,
@@ -31,14 +33,29 @@ async fn list(State(registry): State<Arc<Registry>>) -> Json<Vec<serde_json::Val
                 "loaded_at": d.loaded_at,
                 "loaded_from": d.provenance,
                 "load_ms": d.load_time.as_secs_f64() * 1e3,
-            })
+                "runs": registry.counters(&d.info.name).snapshot(),
+            });
+            // A replacement that failed to load: the version above keeps serving.
+            if let Some(f) = failures.iter().find(|f| f.file == d.file) {
+                entry["reload_error"] = f.error.clone().into();
+                entry["reload_failed_at"] = f.at.clone().into();
+            }
+            entry
         })
         .collect();
+    let serving: Vec<_> = registry.all().iter().map(|d| d.file.clone()).collect();
     out.extend(
-        registry
-            .failures()
+        failures
             .into_iter()
-            .map(|f| serde_json::json!({ "file": f.file, "state": "failed", "error": f.error })),
+            .filter(|f| !serving.contains(&f.file))
+            .map(|f| {
+                serde_json::json!({
+                    "file": f.file,
+                    "state": "failed",
+                    "error": f.error,
+                    "failed_at": f.at,
+                })
+            }),
     );
     Json(out)
 }

@@ -142,7 +142,10 @@ fn link_hint(message: &str) -> String {
              WIT package; rebuild it with a conveyor-driver SDK for 0.1.0)"
         )
     } else if message.contains("wasi:http") {
-        format!("{message} (the component imports wasi:http, which this host does not grant)")
+        format!(
+            "{message} (the component imports a version of wasi:http this host does not provide; \
+             it provides wasi:http 0.2)"
+        )
     } else {
         message.to_string()
     }

@@ -1,7 +1,8 @@
 //! One event's sandbox: a fresh `Store` and instance from the driver's `InstancePre`, the
-//! WASI context (nothing granted: no files, no environment, no network; stdout and stderr go
-//! to the run's log), a memory limit and a wall-clock deadline, the call, and what became of
-//! it. The store is dropped when the call ends, so nothing survives into the next event.
+//! WASI context (only what the driver is granted: directories, environment and secrets,
+//! HTTP through an allow-list; never sockets; stdout and stderr go to the run's log), a
+//! memory limit, a CPU budget and a wall-clock deadline, the call, and what became of it.
+//! The store is dropped when the call ends, so nothing survives into the next event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,10 +10,14 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{Driver, DriverPre, DriverResult, Event, Outcome, WitDriverInfo};
+use super::engine::EPOCH_TICK;
+use super::grants::Grants;
 use super::imports::client::{ApiClient, NoClient};
-use super::imports::log::RunLogger;
+use super::imports::http::{Denials, HttpHooks};
+use super::imports::log::{LogLimitExceeded, RunLogger};
 use super::imports::stdio::LogStream;
 
 /// The budgets of one call.
@@ -20,16 +25,22 @@ use super::imports::stdio::LogStream;
 pub struct Budget {
     /// Wall-clock limit, including time blocked in host calls.
     pub timeout: Duration,
+    /// CPU limit: time spent executing WebAssembly, counted in epoch ticks.
+    pub cpu: Duration,
     /// Linear-memory limit, in bytes.
     pub memory: u64,
+    /// The largest result (message and data), in bytes.
+    pub result_size: u64,
 }
 
 /// What a run may use besides its budgets.
 pub struct RunContext {
-    /// The run's logger.
+    /// The run's logger (with the run's log budget and the driver's redactor).
     pub logger: RunLogger,
     /// The API client answering the `client` import.
     pub client: Arc<dyn ApiClient>,
+    /// What the driver is granted.
+    pub grants: Arc<Grants>,
 }
 
 /// How a sandboxed call failed, the same word in results, logs and metrics.
@@ -38,10 +49,19 @@ pub struct RunContext {
 pub enum FailureKind {
     /// The guest trapped: a Rust panic, an `unreachable`, an out-of-bounds access.
     Trap,
+    /// The guest executed WebAssembly for longer than its CPU budget.
+    CpuExceeded,
     /// The call ran past its wall-clock timeout.
     WallTimeout,
     /// The guest tried to grow its memory past the limit.
     MemoryExceeded,
+    /// The guest wrote more log lines or bytes than its budget.
+    LogLimit,
+    /// The guest failed after the host refused it something (an HTTP request outside its
+    /// allow-list, say).
+    Denied,
+    /// The guest returned a result larger than its `result_size`.
+    ResultTooLarge,
     /// The component could not be instantiated (for example the instance pool was full).
     Instantiate,
     /// The guest returned a result the host cannot use (data that is not JSON).
@@ -53,8 +73,12 @@ impl FailureKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Trap => "trap",
+            FailureKind::CpuExceeded => "cpu-exceeded",
             FailureKind::WallTimeout => "wall-timeout",
             FailureKind::MemoryExceeded => "memory-exceeded",
+            FailureKind::LogLimit => "log-limit",
+            FailureKind::Denied => "denied",
+            FailureKind::ResultTooLarge => "result-too-large",
             FailureKind::Instantiate => "instantiate",
             FailureKind::InvalidResult => "invalid-result",
         }
@@ -62,9 +86,16 @@ impl FailureKind {
 
     /// Whether another attempt might succeed. A trap, a timeout or running out of memory can
     /// depend on the input, the load or a remote service, so they are retried up to the
-    /// attempt limit; a malformed result will not change.
+    /// attempt limit; a malformed or oversized result, a log flood and a denial come from
+    /// the driver's code or its grants and will not change.
     pub fn is_transient(self) -> bool {
-        !matches!(self, FailureKind::InvalidResult)
+        !matches!(
+            self,
+            FailureKind::InvalidResult
+                | FailureKind::ResultTooLarge
+                | FailureKind::LogLimit
+                | FailureKind::Denied
+        )
     }
 }
 
@@ -119,6 +150,8 @@ pub struct Reconciled {
 /// The per-store state: the WASI context and what the imports need.
 pub struct RunState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: HttpHooks,
     table: ResourceTable,
     limiter: MemoryLimiter,
     pub(crate) logger: RunLogger,
@@ -134,12 +167,27 @@ impl WasiView for RunState {
     }
 }
 
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
 impl super::bindings::conveyor::driver::types::Host for RunState {}
 
 /// Raised from the epoch callback when the wall-clock deadline has passed.
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
 struct DeadlineExceeded;
+
+/// Raised from the epoch callback when the CPU budget is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU budget exceeded")]
+struct CpuExceeded;
 
 /// Raised by the limiter when a memory would grow past the limit.
 #[derive(Debug, thiserror::Error)]
@@ -194,11 +242,14 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Builds the linker: the driver world's imports and WASI p2.
+    /// Builds the linker: the driver world's imports, WASI p2 and `wasi:http`. Linking an
+    /// interface grants nothing by itself: what a call may reach is decided per driver by
+    /// its WASI context and HTTP hooks.
     pub fn new(engine: Engine) -> wasmtime::Result<Sandbox> {
         let mut linker = Linker::new(&engine);
         Driver::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)?;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         Ok(Sandbox { engine, linker })
     }
 
@@ -222,18 +273,23 @@ impl Sandbox {
         let ctx = RunContext {
             logger,
             client: Arc::new(NoClient("the API client is not available during info()")),
+            grants: Grants::none(),
         };
         let budget = Budget {
             timeout: Duration::from_secs(10),
+            cpu: Duration::from_secs(10),
             memory: 256 << 20,
+            result_size: 1 << 20,
         };
         self.call(pre, ctx, budget, |driver, store| {
             Box::pin(async move { driver.call_info(store).await })
         })
         .await
+        .map(|(info, _)| info)
     }
 
-    /// Runs `reconcile` for one event in a fresh instance.
+    /// Runs `reconcile` for one event in a fresh instance. Secrets are masked in the
+    /// outcome (message, data, failure text) before it leaves the sandbox.
     pub async fn reconcile(
         &self,
         pre: &DriverPre<RunState>,
@@ -252,18 +308,32 @@ impl Sandbox {
         ctx: RunContext,
         budget: Budget,
     ) -> Reconciled {
+        let redactor = ctx.grants.redactor.clone();
         let (result, instantiate) = self
             .call_timed(pre, ctx, budget, move |driver, store| {
                 Box::pin(async move { driver.call_reconcile(store, &event).await })
             })
             .await;
-        let outcome = match result {
-            Ok(r) => returned(r),
-            Err(f) => RunOutcome::Failed {
-                kind: f.kind,
-                message: f.message,
-            },
+        let (outcome, denials) = match result {
+            Ok((r, denials)) => (returned(r, budget.result_size), denials),
+            Err(f) => (
+                RunOutcome::Failed {
+                    kind: f.kind,
+                    message: f.message,
+                },
+                f.denials,
+            ),
         };
+        let mut outcome = mark_denied(outcome, &denials);
+        match &mut outcome {
+            RunOutcome::Returned { message, data, .. } => {
+                redactor.string(message);
+                if let Some(d) = data {
+                    redactor.json(d);
+                }
+            }
+            RunOutcome::Failed { message, .. } => redactor.string(message),
+        }
         Reconciled {
             outcome,
             instantiate,
@@ -281,7 +351,7 @@ impl Sandbox {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
-    ) -> Result<R, RunFailure> {
+    ) -> Result<(R, Vec<String>), RunFailure> {
         self.call_timed(pre, ctx, budget, f).await.0
     }
 
@@ -296,18 +366,38 @@ impl Sandbox {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
-    ) -> (Result<R, RunFailure>, Option<Duration>) {
+    ) -> (Result<(R, Vec<String>), RunFailure>, Option<Duration>) {
         let stdout = LogStream::new(ctx.logger.clone(), "stdout");
         let stderr = LogStream::new(ctx.logger.clone(), "stderr");
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        let grants = &ctx.grants;
+        if !grants.env.is_empty() {
+            wasi.envs(&grants.env);
+        }
+        for (host, guest, perms) in &grants.dirs {
+            if let Err(e) = wasi.preopened_dir(host, guest, *perms) {
+                return (
+                    Err(RunFailure {
+                        kind: FailureKind::Instantiate,
+                        message: format!(
+                            "the granted directory {} could not be opened: {e:#}",
+                            host.display()
+                        ),
+                        denials: Vec::new(),
+                    }),
+                    None,
+                );
+            }
+        }
+        let denials = Denials::default();
         let limit = usize::try_from(budget.memory).unwrap_or(usize::MAX);
         let mut store = Store::new(
             &self.engine,
             RunState {
-                wasi,
+                wasi: wasi.build(),
+                http: WasiHttpCtx::new(),
+                hooks: HttpHooks::new(grants.http.clone(), denials.clone(), ctx.logger.clone()),
                 table: ResourceTable::new(),
                 limiter: MemoryLimiter { limit, used: 0 },
                 logger: ctx.logger,
@@ -316,13 +406,21 @@ impl Sandbox {
         );
         store.limiter(|s| &mut s.limiter);
         // Epochs catch a guest spinning in Wasm; the outer timeout catches one blocked in a
-        // host call (a sleep, say). Until the deadline, each tick yields to Tokio so that a
-        // busy guest shares its thread with the other runs.
+        // host call (a sleep, say). The callback runs once per tick while the guest executes
+        // Wasm, and once when it comes back from a host call however long that took, so the
+        // ticks it counts measure the guest's own CPU time at tick granularity. Until a limit
+        // is hit, each tick yields to Tokio so that a busy guest shares its thread with the
+        // other runs.
         let deadline = Instant::now() + budget.timeout;
+        let cpu_ticks = budget.cpu.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+        let mut ticks: u128 = 0;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
+            ticks += 1;
             if Instant::now() >= deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
+            } else if ticks > cpu_ticks {
+                Err(wasmtime::Error::new(CpuExceeded))
             } else {
                 Ok(UpdateDeadline::YieldCustom(
                     1,
@@ -344,12 +442,44 @@ impl Sandbox {
         .await;
         stdout.finish();
         stderr.finish();
+        let denials = denials.all();
         let result = match outcome {
-            Ok(Ok(r)) => Ok(r),
-            Err(_) => Err(RunFailure::timeout(budget.timeout)),
-            Ok(Err((stage, e))) => Err(classify(stage, &e, &stderr.tail(), budget.timeout)),
+            Ok(Ok(r)) => Ok((r, denials)),
+            Err(_) => Err(RunFailure::timeout(budget, denials)),
+            Ok(Err((stage, e))) => Err(classify(stage, &e, &stderr.tail(), budget, denials)),
         };
         (result, instantiate)
+    }
+}
+
+/// A run that failed after the host refused it something is reported as `denied`, naming
+/// what was refused; budget failures (a timeout, say) keep their own kind. A run that
+/// succeeded anyway stays a success (the refusal is in its log).
+fn mark_denied(outcome: RunOutcome, denials: &[String]) -> RunOutcome {
+    let Some(first) = denials.first() else {
+        return outcome;
+    };
+    let denied = |what: &str| {
+        let more = match denials.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        RunOutcome::Failed {
+            kind: FailureKind::Denied,
+            message: format!("{what}; the host denied: {first}{more}"),
+        }
+    };
+    match outcome {
+        RunOutcome::Returned {
+            outcome: GuestOutcome::Failure | GuestOutcome::Retry(_),
+            message,
+            ..
+        } => denied(&message),
+        RunOutcome::Failed {
+            kind: FailureKind::Trap,
+            message,
+        } => denied(&message),
+        other => other,
     }
 }
 
@@ -360,16 +490,19 @@ pub struct RunFailure {
     pub kind: FailureKind,
     /// Says what happened.
     pub message: String,
+    /// What the host refused the run before it failed.
+    pub denials: Vec<String>,
 }
 
 impl RunFailure {
-    fn timeout(limit: Duration) -> Self {
+    fn timeout(budget: Budget, denials: Vec<String>) -> Self {
         RunFailure {
             kind: FailureKind::WallTimeout,
             message: format!(
                 "the driver did not finish within its {} timeout",
-                humantime::format_duration(limit)
+                humantime::format_duration(budget.timeout)
             ),
+            denials,
         }
     }
 }
@@ -386,34 +519,46 @@ enum Stage {
     Call,
 }
 
-fn classify(stage: Stage, e: &wasmtime::Error, stderr: &str, timeout: Duration) -> RunFailure {
+fn classify(
+    stage: Stage,
+    e: &wasmtime::Error,
+    stderr: &str,
+    budget: Budget,
+    denials: Vec<String>,
+) -> RunFailure {
     if e.is::<DeadlineExceeded>() {
-        return RunFailure::timeout(timeout);
+        return RunFailure::timeout(budget, denials);
     }
-    if let Some(m) = e.downcast_ref::<MemoryExceeded>() {
-        return RunFailure {
-            kind: FailureKind::MemoryExceeded,
-            message: format!("the driver ran out of memory: {m}"),
-        };
-    }
-    let panic = panic_text(stderr);
-    match (stage, e.downcast_ref::<Trap>(), panic) {
-        (_, _, Some(panic)) => RunFailure {
-            kind: FailureKind::Trap,
-            message: format!("the driver panicked: {panic}"),
-        },
-        (_, Some(trap), None) => RunFailure {
-            kind: FailureKind::Trap,
-            message: format!("the driver trapped: {trap}"),
-        },
-        (Stage::Instantiate, None, None) => RunFailure {
-            kind: FailureKind::Instantiate,
-            message: format!("the driver could not be instantiated: {e:#}"),
-        },
-        (Stage::Call, None, None) => RunFailure {
-            kind: FailureKind::Trap,
-            message: format!("the driver failed: {e:#}"),
-        },
+    let (kind, message) = if e.is::<CpuExceeded>() {
+        (
+            FailureKind::CpuExceeded,
+            format!(
+                "the driver used more than its {} CPU budget",
+                humantime::format_duration(budget.cpu)
+            ),
+        )
+    } else if let Some(m) = e.downcast_ref::<MemoryExceeded>() {
+        (
+            FailureKind::MemoryExceeded,
+            format!("the driver ran out of memory: {m}"),
+        )
+    } else if let Some(l) = e.downcast_ref::<LogLimitExceeded>() {
+        (FailureKind::LogLimit, format!("the run was stopped: {l}"))
+    } else {
+        match (stage, e.downcast_ref::<Trap>(), panic_text(stderr)) {
+            (_, _, Some(panic)) => (FailureKind::Trap, format!("the driver panicked: {panic}")),
+            (_, Some(trap), None) => (FailureKind::Trap, format!("the driver trapped: {trap}")),
+            (Stage::Instantiate, None, None) => (
+                FailureKind::Instantiate,
+                format!("the driver could not be instantiated: {e:#}"),
+            ),
+            (Stage::Call, None, None) => (FailureKind::Trap, format!("the driver failed: {e:#}")),
+        }
+    };
+    RunFailure {
+        kind,
+        message,
+        denials,
     }
 }
 
@@ -429,7 +574,16 @@ fn panic_text(stderr: &str) -> Option<String> {
     Some(text.join(" "))
 }
 
-fn returned(r: DriverResult) -> RunOutcome {
+fn returned(r: DriverResult, result_size: u64) -> RunOutcome {
+    let size = (r.message.len() + r.data.as_ref().map_or(0, String::len)) as u64;
+    if size > result_size {
+        return RunOutcome::Failed {
+            kind: FailureKind::ResultTooLarge,
+            message: format!(
+                "the driver returned a result of {size} bytes, more than its result_size of {result_size} bytes"
+            ),
+        };
+    }
     let data = match r.data.as_deref().map(serde_json::from_str) {
         None => None,
         Some(Ok(v)) => Some(v),
@@ -468,11 +622,14 @@ mod tests {
 
     #[test]
     fn bad_data_is_an_invalid_result() {
-        let r = returned(DriverResult {
-            outcome: Outcome::Success,
-            message: "m".into(),
-            data: Some("{not json".into()),
-        });
+        let r = returned(
+            DriverResult {
+                outcome: Outcome::Success,
+                message: "m".into(),
+                data: Some("{not json".into()),
+            },
+            1000,
+        );
         assert!(matches!(
             r,
             RunOutcome::Failed {
@@ -480,5 +637,55 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn oversized_result_is_refused() {
+        let r = returned(
+            DriverResult {
+                outcome: Outcome::Success,
+                message: "x".repeat(20),
+                data: None,
+            },
+            10,
+        );
+        assert!(matches!(
+            r,
+            RunOutcome::Failed {
+                kind: FailureKind::ResultTooLarge,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_failure_after_a_denial_is_denied() {
+        let failed = RunOutcome::Returned {
+            outcome: GuestOutcome::Failure,
+            message: "fetch failed".into(),
+            data: None,
+        };
+        let denials = vec!["HTTP request to x:443".to_string()];
+        match mark_denied(failed, &denials) {
+            RunOutcome::Failed { kind, message } => {
+                assert_eq!(kind, FailureKind::Denied);
+                assert!(
+                    message.starts_with("fetch failed; the host denied: HTTP"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let ok = RunOutcome::Returned {
+            outcome: GuestOutcome::Success,
+            message: "fine".into(),
+            data: None,
+        };
+        assert_eq!(mark_denied(ok.clone(), &denials), ok);
+        let timeout = RunOutcome::Failed {
+            kind: FailureKind::WallTimeout,
+            message: "slow".into(),
+        };
+        assert_eq!(mark_denied(timeout.clone(), &denials), timeout);
     }
 }

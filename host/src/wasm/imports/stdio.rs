@@ -10,7 +10,7 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
-use super::log::RunLogger;
+use super::log::{LogLimitExceeded, RunLogger};
 
 /// A line longer than this is cut into several log lines.
 const MAX_LINE: usize = 16 << 10;
@@ -47,7 +47,7 @@ impl LogStream {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, bytes: &[u8]) {
+    fn push(&self, bytes: &[u8]) -> Result<(), LogLimitExceeded> {
         let mut s = self.state();
         s.tail.extend_from_slice(bytes);
         if s.tail.len() > TAIL {
@@ -57,12 +57,13 @@ impl LogStream {
         s.partial.extend_from_slice(bytes);
         while let Some(pos) = s.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = s.partial.drain(..=pos).collect();
-            s.emit(&line[..line.len() - 1]);
+            s.emit(&line[..line.len() - 1])?;
         }
         while s.partial.len() >= MAX_LINE {
             let line: Vec<u8> = s.partial.drain(..MAX_LINE).collect();
-            s.emit(&line);
+            s.emit(&line)?;
         }
+        Ok(())
     }
 
     /// Logs a last line that did not end with a newline.
@@ -70,7 +71,8 @@ impl LogStream {
         let mut s = self.state();
         let rest = std::mem::take(&mut s.partial);
         if !rest.is_empty() {
-            s.emit(&rest);
+            // Past the log budget the line is dropped; the run already ends as log-limit.
+            let _ = s.emit(&rest);
         }
     }
 
@@ -81,17 +83,17 @@ impl LogStream {
 }
 
 impl State {
-    fn emit(&self, line: &[u8]) {
+    fn emit(&self, line: &[u8]) -> Result<(), LogLimitExceeded> {
         let text = String::from_utf8_lossy(line);
         let text = text.strip_suffix('\r').unwrap_or(&text);
         // Blank lines carry nothing in a log view (a Rust panic message starts with one).
         if text.trim().is_empty() {
-            return;
+            return Ok(());
         }
         self.logger.log(
             [("stream".to_string(), self.stream.to_string())],
             text.to_string(),
-        );
+        )
     }
 }
 
@@ -113,8 +115,8 @@ impl StdoutStream for LogStream {
 #[async_trait::async_trait]
 impl OutputStream for LogStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.push(&bytes);
-        Ok(())
+        self.push(&bytes)
+            .map_err(|e| StreamError::Trap(wasmtime::Error::new(e)))
     }
     fn flush(&mut self) -> StreamResult<()> {
         Ok(())
@@ -135,8 +137,11 @@ impl tokio::io::AsyncWrite for LogStream {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.push(buf);
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(
+            self.push(buf)
+                .map(|()| buf.len())
+                .map_err(std::io::Error::other),
+        )
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -164,8 +169,8 @@ mod tests {
     fn splits_lines_and_keeps_partial_until_finish() {
         let sink = Arc::new(Collect::default());
         let s = LogStream::new(RunLogger::new(sink.clone(), "d", "R", None), "stderr");
-        s.push(b"thread panicked at x:\nbo");
-        s.push(b"om\r\nrest");
+        s.push(b"thread panicked at x:\nbo").unwrap();
+        s.push(b"om\r\nrest").unwrap();
         assert_eq!(sink.0.lock().unwrap().len(), 2);
         s.finish();
         let lines = sink.0.lock().unwrap();

@@ -13,6 +13,12 @@
 //! | `fail` | returns a permanent failure |
 //! | `flaky` | asks for a retry until attempt `spec.succeed_on`, then succeeds |
 //! | `client` | reads its own resource and the `test` definition through the API client |
+//! | `flood` | logs lines without end |
+//! | `read` | reads the file `spec.path`; succeeds with its text in `data.text` |
+//! | `write` | writes `spec.content` to `spec.path`, reads it back, succeeds |
+//! | `env` | succeeds with its whole environment in `data.env` |
+//! | `secret` | prints, logs and returns the value of the variable `spec.name` |
+//! | `http` | GETs `spec.url` through wasi:http; succeeds with `data.status` and `data.body` |
 
 use conveyor_driver::client;
 use conveyor_driver::{Driver, DriverResult, Logger, Resource};
@@ -97,9 +103,97 @@ impl Driver for TestDriver {
                     }
                 }
             }
+            "flood" => {
+                let mut i: u64 = 0;
+                loop {
+                    i += 1;
+                    logger.info(format!("flood line {i}"));
+                }
+            }
+            "read" => match std::fs::read_to_string(text("path")) {
+                Ok(t) => DriverResult::success("read").with_data(json!({ "text": t })),
+                Err(e) => DriverResult::failure(format!("cannot read {}: {e}", text("path"))),
+            },
+            "write" => {
+                let path = text("path");
+                let written = std::fs::write(&path, text("content"))
+                    .and_then(|()| std::fs::read_to_string(&path));
+                match written {
+                    Ok(t) => DriverResult::success("written").with_data(json!({ "text": t })),
+                    Err(e) => DriverResult::failure(format!("cannot write {path}: {e}")),
+                }
+            }
+            "env" => {
+                let env: serde_json::Map<String, Value> = std::env::vars()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
+                DriverResult::success("environment").with_data(json!({ "env": env }))
+            }
+            "secret" => {
+                let value = std::env::var(text("name")).unwrap_or_default();
+                println!("the secret is {value}");
+                logger.log([("secret", value.clone())], format!("secret: {value}"));
+                DriverResult::success(format!("used {value}")).with_data(json!({ "secret": value }))
+            }
+            "http" => match http_get(&text("url")) {
+                Ok((status, body)) => DriverResult::success(format!("HTTP {status}"))
+                    .with_data(json!({ "status": status, "body": body })),
+                Err(e) => DriverResult::failure(format!("GET {} failed: {e}", text("url"))),
+            },
             other => DriverResult::failure(format!("unknown action {other:?}")),
         }
     }
+}
+
+/// A plain GET through `wasi:http/outgoing-handler`.
+fn http_get(url: &str) -> Result<(u16, String), String> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, IncomingBody, OutgoingBody, OutgoingRequest, Scheme};
+    use wasip2::io::streams::StreamError;
+
+    let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
+    let body = request.body().map_err(|()| "no body")?;
+    let response = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
+    response.subscribe().block();
+    let response = response
+        .get()
+        .ok_or("no response")?
+        .map_err(|()| "response taken twice")?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let incoming = response.consume().map_err(|()| "no body")?;
+    let stream = incoming.stream().map_err(|()| "no body stream")?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => bytes.extend(chunk),
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(format!("reading the body: {e:?}")),
+        }
+    }
+    drop(stream);
+    drop(IncomingBody::finish(incoming));
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 conveyor_driver::export!(TestDriver);
