@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{OwnedMutexGuard, Semaphore};
+use tokio::sync::OwnedMutexGuard;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -117,40 +117,30 @@ impl<S: EventSource> Manager<S> {
                 }
             }
         }
-        let slots = Arc::new(Semaphore::new(settings.concurrency as usize));
-        let mut runs = JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = shutdown.cancelled() => break,
-            };
-            let delivery = tokio::select! {
-                d = self.source.next(&driver) => d,
-                _ = shutdown.cancelled() => break,
-            };
-            match delivery {
-                Ok(d) => {
-                    let this = self.clone();
-                    let settings = settings.clone();
-                    let grants = grants.clone();
-                    let shutdown = shutdown.clone();
-                    runs.spawn(async move {
-                        this.handle(d, &settings, grants, &shutdown).await;
-                        drop(permit);
-                    });
+        // `concurrency` workers, each taking its next event only when it is free: the slots
+        // fetch in parallel, and nothing is taken that cannot start at once.
+        let mut workers = JoinSet::new();
+        for _ in 0..settings.concurrency {
+            let this = self.clone();
+            let (driver, settings, grants) = (driver.clone(), settings.clone(), grants.clone());
+            let shutdown = shutdown.clone();
+            workers.spawn(async move {
+                loop {
+                    let delivery = tokio::select! {
+                        d = this.source.next(&driver) => d,
+                        _ = shutdown.cancelled() => break,
+                    };
+                    match delivery {
+                        Ok(d) => this.handle(d, &settings, grants.clone(), &shutdown).await,
+                        Err(e) => {
+                            tracing::error!(%driver, error = %e, "event source failed; retrying in 1s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(%driver, error = %e, "event source failed; retrying in 1s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            // Reap finished runs so the set does not grow without bound.
-            while runs.try_join_next().is_some() {}
+            });
         }
-        while runs.join_next().await.is_some() {}
+        while workers.join_next().await.is_some() {}
     }
 
     async fn handle(
