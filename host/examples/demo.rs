@@ -133,6 +133,10 @@ async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
             buf.push_str(&String::from_utf8_lossy(&chunk?));
             while let Some(end) = buf.find("\n\n") {
                 let frame: String = buf.drain(..end + 2).collect();
+                // The stream's last frame, `event: end`, carries the run's status, not a line.
+                if frame.lines().any(|l| l == "event: end") {
+                    continue;
+                }
                 for data in frame.lines().filter_map(|l| l.strip_prefix("data: ")) {
                     let line: Value = serde_json::from_str(data)?;
                     seen += 1;
