@@ -281,10 +281,11 @@ impl Sandbox {
             memory: 256 << 20,
             result_size: 1 << 20,
         };
-        self.call(pre, ctx, budget, |driver, store| {
+        self.call_timed(pre, ctx, budget, |driver, store| {
             Box::pin(async move { driver.call_info(store).await })
         })
         .await
+        .0
         .map(|(info, _)| info)
     }
 
@@ -338,21 +339,6 @@ impl Sandbox {
             outcome,
             instantiate,
         }
-    }
-
-    async fn call<R>(
-        &self,
-        pre: &DriverPre<RunState>,
-        ctx: RunContext,
-        budget: Budget,
-        f: impl for<'a> FnOnce(
-            &'a Driver,
-            &'a mut Store<RunState>,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
-        >,
-    ) -> Result<(R, Vec<String>), RunFailure> {
-        self.call_timed(pre, ctx, budget, f).await.0
     }
 
     async fn call_timed<R>(
