@@ -499,12 +499,7 @@ impl ApiClient for Resources {
     }
 
     async fn create_resource(&self, json: &str) -> std::result::Result<Created, ClientError> {
-        let created = Resources::create_resource(self, parse(json)?)?;
-        Ok(Created {
-            name: created.name,
-            run_id: created.runid,
-            version: created.version,
-        })
+        Ok(Resources::create_resource(self, parse(json)?)?.into())
     }
 
     async fn update_resource(

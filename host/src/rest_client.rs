@@ -11,7 +11,7 @@ use crate::wasm::bindings::{ClientError, Created};
 /// A client for a Conveyor server's REST API.
 pub struct RestClient {
     http: reqwest::Client,
-    base: String,
+    base: reqwest::Url,
 }
 
 impl RestClient {
@@ -21,10 +21,22 @@ impl RestClient {
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("conveyor-host/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(RestClient {
-            http,
-            base: api_url.trim_end_matches('/').to_string(),
-        })
+        let base = reqwest::Url::parse(api_url)
+            .map_err(|e| anyhow::anyhow!("conveyor.api_url {api_url:?} is not a URL: {e}"))?;
+        if base.cannot_be_a_base() {
+            anyhow::bail!("conveyor.api_url {api_url:?} cannot have paths appended");
+        }
+        Ok(RestClient { http, base })
+    }
+
+    /// The URL of a route. Each segment is percent-encoded, so a name a driver passes (with
+    /// `/`, `?` or `#` in it) can never reach another route.
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, ClientError> {
@@ -68,28 +80,21 @@ fn error_for(status: StatusCode, body: &str) -> ClientError {
 #[async_trait::async_trait]
 impl ApiClient for RestClient {
     async fn get_resource(&self, kind: &str, name: &str) -> Result<String, ClientError> {
-        self.call(
-            self.http
-                .get(format!("{}/resources/{kind}/{name}", self.base)),
-        )
-        .await
+        self.call(self.http.get(self.url(&["resources", kind, name])))
+            .await
     }
 
     async fn create_resource(&self, json: &str) -> Result<Created, ClientError> {
         let body = self
             .call(
                 self.http
-                    .post(format!("{}/resources/", self.base))
+                    .post(self.url(&["resources", ""]))
                     .body(json.to_string()),
             )
             .await?;
         let created: crate::conveyor::CreatedResponse = serde_json::from_str(&body)
             .map_err(|e| ClientError::Unavailable(format!("unexpected create answer: {e}")))?;
-        Ok(Created {
-            name: created.name,
-            run_id: created.runid,
-            version: created.version,
-        })
+        Ok(created.into())
     }
 
     async fn update_resource(
@@ -100,24 +105,35 @@ impl ApiClient for RestClient {
     ) -> Result<String, ClientError> {
         self.call(
             self.http
-                .put(format!("{}/resources/{kind}/{name}", self.base))
+                .put(self.url(&["resources", kind, name]))
                 .body(json.to_string()),
         )
         .await
     }
 
     async fn get_resource_definition(&self, name: &str) -> Result<String, ClientError> {
-        self.call(
-            self.http
-                .get(format!("{}/resource-definitions/{name}", self.base)),
-        )
-        .await
+        self.call(self.http.get(self.url(&["resource-definitions", name])))
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_cannot_escape_their_route() {
+        let c = RestClient::new("http://h:8080/api/").unwrap();
+        assert_eq!(
+            c.url(&["resources", "pipe", "a/b?x#y"]).as_str(),
+            "http://h:8080/api/resources/pipe/a%2Fb%3Fx%23y"
+        );
+        assert_eq!(
+            c.url(&["resources", ""]).as_str(),
+            "http://h:8080/api/resources/"
+        );
+        assert!(RestClient::new("not a url").is_err());
+    }
 
     #[test]
     fn upstream_500s_map_by_message() {

@@ -23,6 +23,16 @@ pub trait ApiClient: Send + Sync {
     async fn get_resource_definition(&self, name: &str) -> Result<String, ClientError>;
 }
 
+impl From<crate::conveyor::CreatedResponse> for Created {
+    fn from(c: crate::conveyor::CreatedResponse) -> Self {
+        Created {
+            name: c.name,
+            run_id: c.runid,
+            version: c.version,
+        }
+    }
+}
+
 /// The client given to a guest when none is available, for example during `info()`.
 pub struct NoClient(pub &'static str);
 
