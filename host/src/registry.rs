@@ -8,6 +8,10 @@
 //! with the reason reported. A removed file unloads its driver; its runs in flight finish.
 //! Every change bumps a [`tokio::sync::watch`] generation so the manager can start and stop
 //! driver loops.
+//!
+//! Files load independently: a Python or JavaScript component that takes seconds to compile
+//! the first time does not hold up a small Rust driver, nor the API (the host serves while it
+//! compiles, and lists the file as `loading`). Loads of the same file are applied in order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -70,6 +74,17 @@ impl RunCounters {
 struct State {
     drivers: BTreeMap<String, Arc<LoadedDriver>>,
     failures: BTreeMap<PathBuf, LoadFailure>,
+    /// Files being loaded now, with when the load started.
+    loading: BTreeMap<PathBuf, String>,
+}
+
+/// A driver file being loaded (compiled, on its first load).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Loading {
+    /// The file.
+    pub file: PathBuf,
+    /// When the load started (RFC 3339).
+    pub since: String,
 }
 
 /// The loaded drivers, by name.
@@ -81,8 +96,9 @@ pub struct Registry {
     state: RwLock<State>,
     counters: RwLock<HashMap<String, Arc<RunCounters>>>,
     changes: tokio::sync::watch::Sender<u64>,
-    /// Loads of one file are applied in order, so a slow load cannot overwrite a newer one.
-    load_lock: tokio::sync::Mutex<()>,
+    /// One lock per file: loads of one file are applied in order, so a slow load cannot
+    /// overwrite a newer one, while different files load in parallel.
+    load_locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Registry {
@@ -101,41 +117,64 @@ impl Registry {
             state: RwLock::default(),
             counters: RwLock::default(),
             changes: tokio::sync::watch::channel(0).0,
-            load_lock: tokio::sync::Mutex::new(()),
+            load_locks: std::sync::Mutex::default(),
         }
     }
 
-    /// Loads every `*.wasm` in the directory, concurrently.
-    pub async fn load_all(&self) -> std::io::Result<()> {
+    /// Starts loading every `*.wasm` in the directory, each file on its own, and returns at
+    /// once: each driver is served as soon as it is loaded, and the files still loading are
+    /// listed by [`Registry::loading`]. The returned task ends when every file is done.
+    pub fn load_all(self: &Arc<Self>) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| is_driver_file(p) && p.is_file())
             .collect();
         files.sort();
-        let _order = self.load_lock.lock().await;
-        let loads = files
-            .iter()
-            .map(|f| driver::load(&self.sandbox, &self.cache, f, self.sink.clone()));
-        let results = futures::future::join_all(loads).await;
-        for (file, result) in files.into_iter().zip(results) {
-            match result {
-                Ok(d) => self.add(d),
-                Err(e) => self.fail(file, e.to_string()),
+        {
+            // Listed as loading before this returns, so no caller sees an empty registry
+            // with nothing pending.
+            let now = crate::clock::now_rfc3339();
+            let mut state = self.write();
+            for f in &files {
+                state.loading.insert(f.clone(), now.clone());
             }
         }
-        Ok(())
+        let loads: Vec<_> = files
+            .into_iter()
+            .map(|f| {
+                let registry = self.clone();
+                tokio::spawn(async move { registry.reload(&f).await })
+            })
+            .collect();
+        Ok(tokio::spawn(async move {
+            futures::future::join_all(loads).await;
+        }))
     }
 
     /// Brings one file's driver in line with the file: loads it if it exists, unloads it if
     /// it is gone.
     pub async fn reload(&self, file: &Path) {
-        let _order = self.load_lock.lock().await;
+        let lock = self
+            .load_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(file.to_path_buf())
+            .or_default()
+            .clone();
+        let _order = lock.lock().await;
         if !file.is_file() {
+            self.write().loading.remove(file);
             self.unload(file);
             return;
         }
+        self.write()
+            .loading
+            .entry(file.to_path_buf())
+            .or_insert_with(crate::clock::now_rfc3339);
         let serving = self.serving_from(file);
-        match driver::load(&self.sandbox, &self.cache, file, self.sink.clone()).await {
+        let loaded = driver::load(&self.sandbox, &self.cache, file, self.sink.clone()).await;
+        self.write().loading.remove(file);
+        match loaded {
             Ok(d) => {
                 if serving.as_ref().is_some_and(|s| s.sha256 == d.sha256) {
                     // Touched but unchanged: keep the instance we have.
@@ -284,6 +323,18 @@ impl Registry {
     /// Every loaded driver, by name.
     pub fn all(&self) -> Vec<Arc<LoadedDriver>> {
         self.read().drivers.values().cloned().collect()
+    }
+
+    /// Files being loaded now (a first compile of a large component takes seconds).
+    pub fn loading(&self) -> Vec<Loading> {
+        self.read()
+            .loading
+            .iter()
+            .map(|(file, since)| Loading {
+                file: file.clone(),
+                since: since.clone(),
+            })
+            .collect()
     }
 
     /// Files that failed to load (their last attempt), and why.

@@ -67,13 +67,62 @@ pub fn driver_wasm(crate_name: &str) -> PathBuf {
         .join(format!("{}.wasm", crate_name.replace('-', "_")))
 }
 
+/// A driver written in another language, built by its `examples/<name>/build.sh` (the
+/// Python driver with componentize-py, the JavaScript one with jco; tests/run.sh installs
+/// both), once per test binary, into the target directory.
+pub fn example_driver(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let out = target_dir()
+        .join("example-drivers")
+        .join(format!("{name}.wasm"));
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
+        std::fs::create_dir_all(out.parent().expect("has a parent")).expect("output dir");
+        let script = workspace().join("examples").join(name).join("build.sh");
+        let started = Instant::now();
+        let output = Command::new(&script)
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            output.status.success(),
+            "{} failed:\n{}{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprintln!(
+            "built {name} in {:.1} s ({} KiB)",
+            started.elapsed().as_secs_f64(),
+            std::fs::metadata(&out).map_or(0, |m| m.len() / 1024)
+        );
+        built.push(name.to_string());
+    }
+    out
+}
+
+/// A driver component by name: an example with its own build script (Python, JavaScript), or
+/// a Rust driver crate of the workspace.
+pub fn driver_file(name: &str) -> PathBuf {
+    if workspace()
+        .join("examples")
+        .join(name)
+        .join("build.sh")
+        .is_file()
+    {
+        example_driver(name)
+    } else {
+        driver_wasm(name)
+    }
+}
+
 /// A temporary directory with a `drivers/` folder holding the named drivers.
 pub fn workdir(drivers: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("drivers")).expect("drivers dir");
     for d in drivers {
         std::fs::copy(
-            driver_wasm(d),
+            driver_file(d),
             dir.path().join("drivers").join(format!("{d}.wasm")),
         )
         .expect("copy driver");
@@ -98,6 +147,17 @@ impl Host {
 
     /// [`Host::start`] with extra variables in the host's environment.
     pub fn start_with_env(dir: &Path, extra_config: &str, env: &[(&str, &str)]) -> Host {
+        let mut host = Host::start_serving(dir, extra_config, env);
+        // The API serves while drivers load; tests start once every file is settled.
+        if !wait_for_drivers(&host.url, Duration::from_secs(120)) {
+            host.kill();
+            panic!("the drivers did not finish loading; log:\n{}", host.log());
+        }
+        host
+    }
+
+    /// Starts the host and returns as soon as its API serves, while drivers may still load.
+    pub fn start_serving(dir: &Path, extra_config: &str, env: &[(&str, &str)]) -> Host {
         let config = dir.join("host.toml");
         std::fs::write(
             &config,
@@ -241,6 +301,38 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits until `GET /health` lists no driver file as loading. Runs on its own thread and
+/// runtime, so it can be called from sync code and from inside a test's runtime alike.
+pub fn wait_for_drivers(url: &str, within: Duration) -> bool {
+    let url = format!("{url}/health");
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return false;
+        };
+        rt.block_on(async {
+            let deadline = Instant::now() + within;
+            let client = reqwest::Client::new();
+            while Instant::now() < deadline {
+                if let Ok(r) = client.get(&url).send().await
+                    && let Ok(v) = r.json::<Value>().await
+                    && v["drivers"]["loading"]
+                        .as_array()
+                        .is_some_and(|l| l.is_empty())
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        })
+    })
+    .join()
+    .unwrap_or(false)
 }
 
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {

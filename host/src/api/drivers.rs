@@ -1,5 +1,5 @@
-//! `GET /drivers`: the loaded drivers (with their run counters) and the files that failed to
-//! load.
+//! `GET /drivers`: the loaded drivers (with their run counters), the files being loaded and
+//! the files that failed to load.
 
 use std::sync::Arc;
 
@@ -54,6 +54,19 @@ async fn list(State(registry): State<Arc<Registry>>) -> Json<Vec<serde_json::Val
                     "state": "failed",
                     "error": f.error,
                     "failed_at": f.at,
+                })
+            }),
+    );
+    out.extend(
+        registry
+            .loading()
+            .into_iter()
+            .filter(|l| !serving.contains(&l.file))
+            .map(|l| {
+                serde_json::json!({
+                    "file": l.file,
+                    "state": "loading",
+                    "since": l.since,
                 })
             }),
     );

