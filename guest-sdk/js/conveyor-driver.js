@@ -233,6 +233,18 @@ export const client = {
   },
 };
 
+// The stack goes where the Python SDK's traceback goes: the run's stderr. QuickJS (jco's
+// `--backend qjs`) has no `console`, so there the line is logged with the label the host gives
+// stderr lines.
+function reportUncaught(e) {
+  const text = `Uncaught ${e?.name ?? "exception"}: ${e?.message ?? e}\n${e?.stack ?? ""}`.trimEnd();
+  if (typeof console !== "undefined" && typeof console.error === "function") {
+    console.error(text);
+  } else {
+    witLog([["stream", "stderr"]], text);
+  }
+}
+
 /**
  * Turns a driver (`{ name, resources, events?, reconcile(payload, event, runId, logger) }`) into
  * the component's `info` and `reconcile` exports: `export const { info, reconcile } =
@@ -257,7 +269,7 @@ export function defineDriver(driver) {
           throw new TypeError(`reconcile returned ${typeof result}, not a DriverResult`);
         }
       } catch (e) {
-        console.error(e?.stack ?? String(e));
+        reportUncaught(e);
         result = DriverResult.failure(`${e?.name ?? "Error"}: ${e?.message ?? e}`);
       }
       return result.toWit();

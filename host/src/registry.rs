@@ -125,11 +125,15 @@ impl Registry {
     /// once: each driver is served as soon as it is loaded, and the files still loading are
     /// listed by [`Registry::loading`]. The returned task ends when every file is done.
     pub fn load_all(self: &Arc<Self>) -> std::io::Result<tokio::task::JoinHandle<()>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| is_driver_file(p) && p.is_file())
+            .map(|p| (p.metadata().map_or(u64::MAX, |m| m.len()), p))
             .collect();
+        // Smallest first, so they reach the compile queue first (it serves the smallest waiting
+        // compile next, but cannot hold back one that arrives while it is idle).
         files.sort();
+        let files: Vec<PathBuf> = files.into_iter().map(|(_, p)| p).collect();
         {
             // Listed as loading before this returns, so no caller sees an empty registry
             // with nothing pending.

@@ -7,11 +7,14 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use super::compile_queue::CompileQueue;
 
 /// Why a file could not be turned into a component.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +31,9 @@ pub enum LoadError {
          `cargo build --target wasm32-wasip2` (or run `wasm-tools component new` on it)"
     )]
     CoreModule,
-    /// wasmtime refused to compile it.
-    #[error("it does not compile: {0:#}")]
-    Compile(wasmtime::Error),
+    /// wasmtime refused to compile it (the text carries a hint for the usual causes).
+    #[error("it does not compile: {0}")]
+    Compile(String),
 }
 
 /// How a component was obtained.
@@ -61,6 +64,7 @@ pub struct ComponentCache {
     dir: PathBuf,
     engine: Engine,
     engine_hash: String,
+    compiles: Arc<CompileQueue>,
 }
 
 impl ComponentCache {
@@ -73,6 +77,7 @@ impl ComponentCache {
             dir: dir.to_path_buf(),
             engine: engine.clone(),
             engine_hash: format!("{:016x}", h.finish()),
+            compiles: Arc::default(),
         })
     }
 
@@ -104,7 +109,9 @@ impl ComponentCache {
                 ),
             }
         }
-        let component = Component::new(&self.engine, &bytes).map_err(LoadError::Compile)?;
+        let component = self
+            .compiles
+            .run(bytes.len() as u64, || compile(&self.engine, &bytes))?;
         if let Err(e) = self.store(&artefact, &component) {
             tracing::warn!(artefact = %artefact.display(), error = %e, "could not cache the compiled component");
         }
@@ -130,13 +137,30 @@ impl ComponentCache {
 pub fn compile_uncached(engine: &Engine, wasm_path: &Path) -> Result<Compiled, LoadError> {
     let start = Instant::now();
     let (bytes, sha256) = read_component(wasm_path)?;
-    let component = Component::new(engine, &bytes).map_err(LoadError::Compile)?;
+    let component = compile(engine, &bytes)?;
     Ok(Compiled {
         component,
         sha256,
         provenance: Provenance::Compiled,
         elapsed: start.elapsed(),
     })
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
+    Component::new(engine, bytes).map_err(|e| LoadError::Compile(compile_hint(format!("{e:#}"))))
+}
+
+/// Adds what to do to wasmtime's compile errors that have a usual cause.
+fn compile_hint(message: String) -> String {
+    if message.contains("component model async feature") {
+        format!(
+            "{message}. The component uses the component model's async ABI, which this host \
+             does not enable; with jco's QuickJS backend, build with `--backend-qjs-disable-async` \
+             (examples/js-driver/build.mjs does)"
+        )
+    } else {
+        message
+    }
 }
 
 fn read_component(path: &Path) -> Result<(Vec<u8>, String), LoadError> {

@@ -1,4 +1,5 @@
-//! Everything WebAssembly: the engine and its instance pool, the compiled-component cache, a
+//! Everything WebAssembly: the engine and its instance pool, the compiled-component cache and
+//! its compile queue, a
 //! loaded driver, the per-event sandbox with the host side of the WIT imports, a driver's
 //! grants and the redaction of its secrets.
 //!
@@ -8,6 +9,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod compile_queue;
 pub mod driver;
 pub mod engine;
 pub mod grants;
