@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Host, workdir};
 use serde_json::{Value, json};
 
-const DRIVERS: [&str; 3] = ["sample-driver", "python-driver", "js-driver"];
+const DRIVERS: [&str; 4] = ["sample-driver", "rust-driver", "python-driver", "js-driver"];
 
 /// The Python driver is granted one environment variable; the JavaScript one nothing.
 const CONFIG: &str = r#"
@@ -18,8 +18,15 @@ const CONFIG: &str = r#"
 env = { GREETING = "hello from the host config" }
 "#;
 
-/// Each language: (driver, resource type, language label, definition description).
-const TASKS: [(&str, &str, &str, &str); 2] = [
+/// Each language: (driver, resource type, language label, definition description). The Rust
+/// one is the same driver in Rust (examples/rust-driver).
+const TASKS: [(&str, &str, &str, &str); 3] = [
+    (
+        "rust-driver",
+        "rust-task",
+        "rust",
+        "Work for the Rust driver",
+    ),
     (
         "python-driver",
         "python-task",
@@ -65,7 +72,7 @@ async fn define_all(host: &Host) {
 
 /// Creates one resource per language plus one for the Rust sample driver, and checks each
 /// driver's labelled lines, its result with `data`, and what it read back through the client.
-async fn run_all_three(host: &Host, suffix: &str) {
+async fn run_all(host: &Host, suffix: &str) {
     let sample_run = host
         .create(
             "resource-1",
@@ -158,7 +165,7 @@ async fn python_and_javascript_drivers_run_beside_rust() {
     assert_eq!(drivers["js-driver"]["resources"], json!(["js-task"]));
 
     define_all(&host).await;
-    run_all_three(&host, "one").await;
+    run_all(&host, "one").await;
 
     // The capability grant: the Python driver sees GREETING because the config grants it.
     let run = host
@@ -195,7 +202,7 @@ async fn python_and_javascript_drivers_run_beside_rust() {
             "{kind}: {lines:?}"
         );
     }
-    run_all_three(&host, "two").await;
+    run_all(&host, "two").await;
 }
 
 /// A restart loads both from the compile cache in milliseconds, and they still work. The first
@@ -248,7 +255,7 @@ async fn a_restart_loads_them_from_the_compile_cache() {
         assert_eq!(first[name]["loaded_from"], "compiled", "{list}");
     }
     define_all(&host).await;
-    run_all_three(&host, "before").await;
+    run_all(&host, "before").await;
     assert!(host.stop().success(), "{}", host.log());
 
     // Second start, same data dir: every driver comes from the cache.
@@ -265,5 +272,49 @@ async fn a_restart_loads_them_from_the_compile_cache() {
             d["load_ms"].as_f64().unwrap_or(0.0)
         );
     }
-    run_all_three(&host, "after").await;
+    run_all(&host, "after").await;
+}
+
+/// `check --config` says when a component imports `wasi:http` that the config does not grant
+/// (jco's default StarlingMonkey build does), and what the grant looks like when it does.
+#[test]
+fn check_names_an_http_import_the_config_does_not_grant() {
+    let wasm = common::example_driver_variant(
+        "js-driver",
+        "starlingmonkey",
+        &["--backend", "starlingmonkey"],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, "drivers_dir = \".\"\ndata_dir = \".\"\n").expect("config");
+    let (code, out, err) = common::run_cli(&[
+        "check",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        wasm.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("wasi:http/outgoing-handler@"), "{out}");
+    assert!(
+        out.contains("wasi:http: NOT granted, every request will be refused"),
+        "{out}"
+    );
+    assert!(out.contains("[drivers.js-driver.http]"), "{out}");
+
+    std::fs::write(
+        &config,
+        "drivers_dir = \".\"\ndata_dir = \".\"\n[drivers.js-driver.http]\nallow = [\"api.example.com\"]\n",
+    )
+    .expect("config");
+    let (code, out, err) = common::run_cli(&[
+        "check",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        wasm.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("wasi:http: granted to api.example.com"),
+        "{out}"
+    );
 }

@@ -26,7 +26,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 
 echo "==> building the drivers (wasm32-wasip2)"
-cargo build --release --target wasm32-wasip2 -p sample-driver -p test-driver -p noop-driver \
+cargo build --release --target wasm32-wasip2 -p sample-driver -p rust-driver -p test-driver -p noop-driver \
     -p step-a -p step-b -p step-c
 
 echo "==> cargo clippy"

@@ -15,6 +15,13 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
 const out = resolve(process.argv[2] ?? join(here, "js-driver.wasm"));
+// Anything after the output path goes to `jco componentize` as is. `--backend starlingmonkey`
+// replaces the QuickJS settings (StarlingMonkey is slower per event, and imports wasi:http
+// unless built with `--disable http`).
+const extra = process.argv.slice(3);
+const backend = extra.includes("--backend")
+  ? []
+  : ["--backend", "qjs", "--backend-qjs-disable-async"];
 
 function shimCopies(dir, found = []) {
   let entries;
@@ -55,13 +62,12 @@ process.argv = [
   join(root, "wit"),
   "--world-name",
   "driver",
-  "--backend",
-  "qjs",
-  "--backend-qjs-disable-async",
+  ...backend,
   "--bundle",
   "--bundle-config",
   join(here, "bundle.config.mjs"),
   "--out",
   out,
+  ...extra,
 ];
 await import(pathToFileURL(join(modules, "@bytecodealliance/jco/dist/jco.js")).href);

@@ -23,10 +23,14 @@ enum Command {
         config: PathBuf,
     },
     /// Loads a driver component the way the host would and prints its info, or why it would
-    /// not load.
+    /// not load. With --config, also what that configuration grants it.
     Check {
         /// The component file (`.wasm`).
         file: PathBuf,
+        /// A host configuration file: report the driver's budget and which of the capabilities
+        /// it imports the configuration grants.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -53,8 +57,14 @@ fn main() -> ExitCode {
                 let config = Config::load(&config)?;
                 conveyor_host::daemon::run(config).await
             }
-            Command::Check { file } => {
-                let report = conveyor_host::check::check(&file).await?;
+            Command::Check { file, config } => {
+                let loaded = match &config {
+                    Some(path) => Some((path.as_path(), Config::load(path)?)),
+                    None => None,
+                };
+                let report =
+                    conveyor_host::check::check(&file, loaded.as_ref().map(|(p, c)| (*p, c)))
+                        .await?;
                 print!("{report}");
                 Ok(())
             }

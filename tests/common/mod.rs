@@ -43,6 +43,8 @@ pub fn driver_wasm(crate_name: &str) -> PathBuf {
                 "-p",
                 "sample-driver",
                 "-p",
+                "rust-driver",
+                "-p",
                 "test-driver",
                 "-p",
                 "noop-driver",
@@ -71,17 +73,27 @@ pub fn driver_wasm(crate_name: &str) -> PathBuf {
 /// Python driver with componentize-py, the JavaScript one with jco; tests/run.sh installs
 /// both), once per test binary, into the target directory.
 pub fn example_driver(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let out = target_dir()
-        .join("example-drivers")
-        .join(format!("{name}.wasm"));
+    example_driver_variant(name, "", &[])
+}
+
+/// [`example_driver`] with extra arguments for the build script, under its own file name
+/// (`<name>-<variant>.wasm`).
+pub fn example_driver_variant(name: &str, variant: &str, args: &[&str]) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let file = if variant.is_empty() {
+        format!("{name}.wasm")
+    } else {
+        format!("{name}-{variant}.wasm")
+    };
+    let out = target_dir().join("example-drivers").join(file);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if !built.iter().any(|b| b == name) {
+    if !built.contains(&out) {
         std::fs::create_dir_all(out.parent().expect("has a parent")).expect("output dir");
         let script = workspace().join("examples").join(name).join("build.sh");
         let started = Instant::now();
         let output = Command::new(&script)
             .arg(&out)
+            .args(args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
         assert!(
@@ -92,11 +104,12 @@ pub fn example_driver(name: &str) -> PathBuf {
             String::from_utf8_lossy(&output.stderr)
         );
         eprintln!(
-            "built {name} in {:.1} s ({} KiB)",
+            "built {} in {:.1} s ({} KiB)",
+            out.display(),
             started.elapsed().as_secs_f64(),
             std::fs::metadata(&out).map_or(0, |m| m.len() / 1024)
         );
-        built.push(name.to_string());
+        built.push(out.clone());
     }
     out
 }
