@@ -1,6 +1,7 @@
 //! The demo behind `examples/demo.sh`: starts the real `conveyor-host` binary in embedded mode
-//! with the sample driver, creates a resource definition and a resource over HTTP, prints the
-//! driver's log lines as they stream (Server-Sent Events) and its result, and stops the host.
+//! with the example drivers (the Rust sample driver, the Python driver and the JavaScript
+//! driver), and for each creates a resource definition and a resource over HTTP, prints the
+//! driver's log lines as they stream (Server-Sent Events) and its result; then stops the host.
 //!
 //! Usage: `demo <examples dir>` (the directory holding `drivers/` and `resources/`).
 
@@ -35,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "drivers_dir = {:?}\ndata_dir = \"data\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n[defaults]\ntimeout = \"30s\"\nmemory = \"64MiB\"\n",
+            "drivers_dir = {:?}\ndata_dir = \"data\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n[defaults]\ntimeout = \"30s\"\nmemory = \"64MiB\"\n\n# A capability: the Python driver may read GREETING.\n[drivers.python-driver]\nenv = {{ GREETING = \"Hello from the host config\" }}\n",
             examples.join("drivers")
         ),
     )?;
@@ -73,15 +74,44 @@ async fn main() -> anyhow::Result<()> {
     outcome
 }
 
+/// The demo's drivers: (driver, definition file, resource file) under `examples/resources/`.
+const DEMOS: [(&str, &str, &str); 3] = [
+    ("sample-driver", "definition.json", "resource.json"),
+    (
+        "python-driver",
+        "python-task.definition.json",
+        "python-task.json",
+    ),
+    ("js-driver", "js-task.definition.json", "js-task.json"),
+];
+
 async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let read = |name: &str| -> anyhow::Result<Value> {
-        let path = examples.join("resources").join(name);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
-    };
 
+    // The API serves at once; a Python or JavaScript component compiles for seconds on its
+    // first load (then it comes from the compile cache).
+    let mut announced = false;
+    loop {
+        let health: Value = http
+            .get(format!("{url}/health"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let loading = health["drivers"]["loading"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if loading.is_empty() {
+            break;
+        }
+        if !announced {
+            let files: Vec<&str> = loading.iter().filter_map(Value::as_str).collect();
+            println!("    compiling (first load only): {}", files.join(", "));
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let drivers: Value = http
         .get(format!("{url}/drivers"))
         .send()
@@ -89,24 +119,60 @@ async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
         .json()
         .await?;
     for d in drivers.as_array().into_iter().flatten() {
-        println!(
-            "    driver {} listens to {} ({})",
-            d["name"], d["resources"], d["state"]
-        );
+        match d["name"].as_str() {
+            Some(name) => println!(
+                "    driver {name} listens to {} ({}, {} in {:.0} ms)",
+                d["resources"],
+                d["state"].as_str().unwrap_or(""),
+                d["loaded_from"].as_str().unwrap_or(""),
+                d["load_ms"].as_f64().unwrap_or(0.0)
+            ),
+            None => println!("    {} {}: {}", d["file"], d["state"], d["error"]),
+        }
     }
 
-    println!("==> POST /resource-definitions (examples/resources/definition.json)");
+    let mut failed = Vec::new();
+    for (driver, definition, resource) in DEMOS {
+        let result = run_one(&http, url, examples, driver, definition, resource).await?;
+        if result["success"] != true {
+            failed.push(driver);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("these drivers did not succeed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Creates one driver's definition and resource, streams its log and prints its result.
+async fn run_one(
+    http: &reqwest::Client,
+    url: &str,
+    examples: &Path,
+    driver: &str,
+    definition: &str,
+    resource: &str,
+) -> anyhow::Result<Value> {
+    let read = |name: &str| -> anyhow::Result<Value> {
+        let path = examples.join("resources").join(name);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    };
+
+    println!();
+    println!("==> {driver}: POST /resource-definitions (examples/resources/{definition})");
     let response = http
         .post(format!("{url}/resource-definitions"))
-        .json(&read("definition.json")?)
+        .json(&read(definition)?)
         .send()
         .await?;
     println!("    {} {}", response.status(), response.text().await?);
 
-    println!("==> POST /resources (examples/resources/resource.json)");
+    println!("==> {driver}: POST /resources (examples/resources/{resource})");
     let response = http
         .post(format!("{url}/resources"))
-        .json(&read("resource.json")?)
+        .json(&read(resource)?)
         .send()
         .await?;
     let status = response.status();
@@ -117,9 +183,9 @@ async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
         .context("the create response has no runid")?
         .to_string();
 
-    println!("==> GET /logs/streams/sample-driver/{run} (Server-Sent Events)");
+    println!("==> GET /logs/streams/{driver}/{run} (Server-Sent Events)");
     let mut stream = http
-        .get(format!("{url}/logs/streams/sample-driver/{run}"))
+        .get(format!("{url}/logs/streams/{driver}/{run}"))
         .send()
         .await?
         .bytes_stream();
@@ -140,10 +206,21 @@ async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
                 for data in frame.lines().filter_map(|l| l.strip_prefix("data: ")) {
                     let line: Value = serde_json::from_str(data)?;
                     seen += 1;
+                    // Every label of the line, in order, before its message.
+                    let labels: Vec<String> = line
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, _)| {
+                            !["runid", "driver", "pipeline", "timestamp", "message"]
+                                .contains(&k.as_str())
+                        })
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect();
                     println!(
-                        "    [{}] step={} {}",
+                        "    [{}] {} {}",
                         line["timestamp"].as_str().unwrap_or(""),
-                        line["step"].as_str().unwrap_or("-"),
+                        labels.join(" "),
                         line["message"].as_str().unwrap_or("")
                     );
                 }
@@ -170,8 +247,5 @@ async fn demo(url: &str, examples: &Path) -> anyhow::Result<()> {
 
     println!("==> GET /runs/{run}");
     println!("{}", serde_json::to_string_pretty(&result)?);
-    if result["success"] != true {
-        bail!("the driver did not succeed");
-    }
-    Ok(())
+    Ok(result)
 }

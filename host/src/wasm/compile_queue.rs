@@ -84,9 +84,9 @@ mod tests {
         // Three more arrive, largest first, while it runs.
         let mut others = Vec::new();
         for size in [17_000_000u64, 1_600_000, 45_000] {
-            let (queue, order_tx) = (queue.clone(), order_tx.clone());
+            let (q, order_tx) = (queue.clone(), order_tx.clone());
             others.push(std::thread::spawn(move || {
-                queue.run(size, || order_tx.send(size).unwrap())
+                q.run(size, || order_tx.send(size).unwrap())
             }));
             while queue.lock().waiting.len() < others.len() {
                 std::thread::yield_now();
