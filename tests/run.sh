@@ -25,6 +25,9 @@ echo "==> using $("$NATS_SERVER" --version)"
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 
+echo "==> Python SDK unit tests"
+"$TOOLS_VENV/bin/python" -m unittest discover -s guest-sdk/python
+
 echo "==> building the drivers (wasm32-wasip2)"
 cargo build --release --target wasm32-wasip2 -p sample-driver -p rust-driver -p test-driver -p noop-driver \
     -p step-a -p step-b -p step-c
