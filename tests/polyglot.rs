@@ -286,14 +286,23 @@ fn check_names_an_http_import_the_config_does_not_grant() {
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("host.toml");
-    std::fs::write(&config, "drivers_dir = \".\"\ndata_dir = \".\"\n").expect("config");
-    let (code, out, err) = common::run_cli(&[
-        "check",
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        wasm.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let check_with = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!("drivers_dir = \".\"\ndata_dir = \".\"\n{extra}"),
+        )
+        .expect("config");
+        let (code, out, err) = common::run_cli(&[
+            "check",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            wasm.to_str().expect("utf-8 path"),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+
+    let out = check_with("");
     assert!(out.contains("wasi:http/outgoing-handler@"), "{out}");
     assert!(
         out.contains("wasi:http: NOT granted, every request will be refused"),
@@ -301,18 +310,7 @@ fn check_names_an_http_import_the_config_does_not_grant() {
     );
     assert!(out.contains("[drivers.js-driver.http]"), "{out}");
 
-    std::fs::write(
-        &config,
-        "drivers_dir = \".\"\ndata_dir = \".\"\n[drivers.js-driver.http]\nallow = [\"api.example.com\"]\n",
-    )
-    .expect("config");
-    let (code, out, err) = common::run_cli(&[
-        "check",
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        wasm.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let out = check_with("[drivers.js-driver.http]\nallow = [\"api.example.com\"]\n");
     assert!(
         out.contains("wasi:http: granted to api.example.com"),
         "{out}"

@@ -32,6 +32,8 @@ use conveyor_host::wasm::{
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
+mod support;
+
 const BUDGET: Budget = Budget {
     timeout: Duration::from_secs(30),
     cpu: Duration::from_secs(10),
@@ -171,17 +173,6 @@ impl Bench {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).to_path_buf()
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
-}
-
 fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = cmd.status()?;
     anyhow::ensure!(status.success(), "{what} failed ({status})");
@@ -190,20 +181,12 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 
 /// Builds the three drivers and returns them.
 fn build(root: &Path) -> anyhow::Result<Vec<Language>> {
-    let target = target_dir(root);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run(
-        Command::new(cargo).current_dir(root).args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "rust-driver",
-        ]),
-        "building examples/rust-driver",
-    )?;
-    let out = target.join("example-drivers");
+    let (status, rust_dir) = support::build_rust_drivers(&["rust-driver"])?;
+    anyhow::ensure!(
+        status.success(),
+        "building examples/rust-driver failed ({status})"
+    );
+    let out = support::target_dir().join("example-drivers");
     std::fs::create_dir_all(&out)?;
     for name in ["python-driver", "js-driver"] {
         let script = root.join("examples").join(name).join("build.sh");
@@ -220,7 +203,7 @@ fn build(root: &Path) -> anyhow::Result<Vec<Language>> {
             label: "rust",
             driver: "rust-driver",
             kind: "rust-task",
-            wasm: target.join("wasm32-wasip2/release/rust_driver.wasm"),
+            wasm: rust_dir.join("rust_driver.wasm"),
         },
         Language {
             label: "python",
@@ -242,17 +225,6 @@ fn rss_bytes() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
-}
-
-fn fmt_time(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
-    if ns < 1_000_000.0 {
-        format!("{:.1} µs", ns / 1_000.0)
-    } else if ns < 1_000_000_000.0 {
-        format!("{:.2} ms", ns / 1_000_000.0)
-    } else {
-        format!("{:.2} s", ns / 1_000_000_000.0)
-    }
 }
 
 fn mib(bytes: u64) -> String {
@@ -379,7 +351,7 @@ fn main() -> anyhow::Result<()> {
         println!("languages: run with `cargo bench --bench languages`");
         return Ok(());
     }
-    let root = workspace_root();
+    let root = support::workspace_root();
     let languages: Vec<Arc<Language>> = build(&root)?.into_iter().map(Arc::new).collect();
 
     let engine = engine::build(&EngineSettings {
@@ -424,9 +396,9 @@ fn main() -> anyhow::Result<()> {
             "{:<11} {:>7} {:>10} {:>10} {:>10} {:>8.1}x",
             lang.label,
             n,
-            fmt_time(*mean),
-            fmt_time(*p50),
-            fmt_time(*p99),
+            support::format_duration(*mean),
+            support::format_duration(*p50),
+            support::format_duration(*p99),
             mean.as_secs_f64() / baseline
         );
     }
@@ -441,10 +413,10 @@ fn main() -> anyhow::Result<()> {
             "{:<11} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
             lang.label,
             mib(l.size),
-            fmt_time(l.compile),
+            support::format_duration(l.compile),
             mib(l.artefact),
-            fmt_time(l.hash),
-            fmt_time(l.deserialize),
+            support::format_duration(l.hash),
+            support::format_duration(l.deserialize),
             mib(*memory)
         );
     }

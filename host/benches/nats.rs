@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
+mod support;
+
 const EVENTS: usize = 5_000;
 
 struct Server(Child);
@@ -30,15 +32,11 @@ impl Drop for Server {
     }
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn nats_server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("NATS_SERVER") {
         return p.into();
     }
-    let local = workspace().join(".tools/venv/bin/nats-server");
+    let local = support::workspace_root().join(".tools/venv/bin/nats-server");
     if local.exists() {
         local
     } else {
@@ -47,23 +45,9 @@ fn nats_server_bin() -> PathBuf {
 }
 
 fn noop_driver() -> PathBuf {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "noop-driver",
-        ])
-        .current_dir(workspace())
-        .status()
-        .expect("cargo runs");
+    let (status, dir) = support::build_rust_drivers(&["noop-driver"]).expect("cargo runs");
     assert!(status.success(), "building the noop driver failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(|t| workspace().join(t))
-        .unwrap_or_else(|_| workspace().join("target"));
-    target.join("wasm32-wasip2/release/noop_driver.wasm")
+    dir.join("noop_driver.wasm")
 }
 
 fn start_server(dir: &Path) -> (Server, String) {

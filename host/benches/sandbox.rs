@@ -27,8 +27,7 @@
 //! means for that summary table.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,6 +47,8 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+mod support;
 
 const NOOP_PAYLOAD: &str =
     r#"{"id":"1","name":"b","resource":"noop","metadata":{"version":"1"},"spec":{}}"#;
@@ -302,39 +303,22 @@ impl Bench {
 
 // ---- the guest components ----------------------------------------------------------------
 
-fn workspace_root() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).to_path_buf()
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
-}
-
 /// Builds the guest drivers (a no-op when they are up to date) and returns the directory
 /// holding their `.wasm` files. A failed build is fatal only when the files are missing.
 fn build_drivers() -> PathBuf {
-    let root = workspace_root();
-    let dir = target_dir(&root).join("wasm32-wasip2").join("release");
     let files = ["noop_driver.wasm", "test_driver.wasm"];
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .args(["-p", "noop-driver", "-p", "test-driver"])
-        .status();
+    let built = support::build_rust_drivers(&["noop-driver", "test-driver"]);
+    let dir = support::target_dir().join("wasm32-wasip2").join("release");
     let missing: Vec<_> = files.iter().filter(|f| !dir.join(f).is_file()).collect();
-    match status {
-        Ok(s) if s.success() && missing.is_empty() => {}
+    match built {
+        Ok((s, _)) if s.success() && missing.is_empty() => {}
         _ if missing.is_empty() => {
             eprintln!(
-                "warning: building the guest drivers failed ({status:?}); using the existing files"
+                "warning: building the guest drivers failed ({built:?}); using the existing files"
             );
         }
         _ => panic!(
-            "the guest drivers {missing:?} are missing from {} and building them failed ({status:?})",
+            "the guest drivers {missing:?} are missing from {} and building them failed ({built:?})",
             dir.display()
         ),
     }
@@ -345,17 +329,6 @@ fn build_drivers() -> PathBuf {
 
 fn mean(total: Duration, n: u32) -> Duration {
     total / n
-}
-
-fn format_duration(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
-    if ns < 1_000.0 {
-        format!("{ns:.0} ns")
-    } else if ns < 1_000_000.0 {
-        format!("{:.1} µs", ns / 1_000.0)
-    } else {
-        format!("{:.2} ms", ns / 1_000_000.0)
-    }
 }
 
 /// Whether this is a real benchmark run (`cargo bench`), rather than `cargo test --benches`,
@@ -485,8 +458,8 @@ fn main() -> anyhow::Result<()> {
         let ratio = sandboxed.as_secs_f64() / floor.as_secs_f64();
         println!(
             "{name:<8} {:>10} {:>10} {:>6.2}x",
-            format_duration(floor),
-            format_duration(sandboxed),
+            support::format_duration(floor),
+            support::format_duration(sandboxed),
             ratio
         );
     }
@@ -501,8 +474,8 @@ fn main() -> anyhow::Result<()> {
     for (label, (mean, p99)) in [("alone", quiet), ("beside 2 spinning guests", noisy)] {
         println!(
             "{label:<28} {:>10} {:>10}",
-            format_duration(mean),
-            format_duration(p99)
+            support::format_duration(mean),
+            support::format_duration(p99)
         );
     }
     Ok(())

@@ -175,10 +175,11 @@ impl Registry {
             .loading
             .entry(file.to_path_buf())
             .or_insert_with(crate::clock::now_rfc3339);
+        // Listed as loading until the outcome is applied, so that no one sees the file neither
+        // loading nor loaded.
+        let _loading = LoadingMark(self, file);
         let serving = self.serving_from(file);
-        let loaded = driver::load(&self.sandbox, &self.cache, file, self.sink.clone()).await;
-        self.write().loading.remove(file);
-        match loaded {
+        match driver::load(&self.sandbox, &self.cache, file, self.sink.clone()).await {
             Ok(d) => {
                 if serving.as_ref().is_some_and(|s| s.sha256 == d.sha256) {
                     // Touched but unchanged: keep the instance we have.
@@ -377,6 +378,15 @@ impl Registry {
     /// A receiver that sees a new value whenever a driver is added, replaced or removed.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+}
+
+/// Takes a file off the loading list when dropped.
+struct LoadingMark<'a>(&'a Registry, &'a Path);
+
+impl Drop for LoadingMark<'_> {
+    fn drop(&mut self) {
+        self.0.write().loading.remove(self.1);
     }
 }
 
