@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{Host, workdir};
@@ -266,7 +267,10 @@ async fn a_restart_loads_them_from_the_compile_cache() {
         let d = &second[name];
         assert_eq!(d["loaded_from"], "cache", "{list}");
         assert_eq!(d["sha256"], first[name]["sha256"], "{list}");
-        println!(
+        // Written to the process's stderr directly, not through the test's captured output, so
+        // that the figures show in every run of the suite.
+        let _ = writeln!(
+            std::io::stderr(),
             "{name}: compiled in {:.0} ms on the first start, loaded from the cache in {:.1} ms after the restart",
             first[name]["load_ms"].as_f64().unwrap_or(0.0),
             d["load_ms"].as_f64().unwrap_or(0.0)
