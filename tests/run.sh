@@ -25,8 +25,9 @@ echo "==> using $("$NATS_SERVER" --version)"
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 
-echo "==> Python SDK unit tests"
+echo "==> SDK unit tests (Python, JavaScript)"
 "$TOOLS_VENV/bin/python" -m unittest discover -s guest-sdk/python
+(cd guest-sdk/js && "$TOOLS_VENV/bin/node" --import ./test/wit-imports.mjs --test test/*.test.mjs)
 
 echo "==> building the drivers (wasm32-wasip2)"
 cargo build --release --target wasm32-wasip2 -p sample-driver -p rust-driver -p test-driver -p noop-driver \

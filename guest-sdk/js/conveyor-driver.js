@@ -237,7 +237,11 @@ export const client = {
 // `--backend qjs`) has no `console`, so there the line is logged with the label the host gives
 // stderr lines.
 function reportUncaught(e) {
-  const text = `Uncaught ${e?.name ?? "exception"}: ${e?.message ?? e}\n${e?.stack ?? ""}`.trimEnd();
+  const header = `Uncaught ${e?.name ?? "exception"}: ${e?.message ?? e}`;
+  const stack = String(e?.stack ?? "");
+  // V8's stack starts with the error's own header; QuickJS's is only the frames.
+  const frames = stack.startsWith(`${e?.name}:`) ? stack.slice(stack.indexOf("\n") + 1) : stack;
+  const text = `${header}\n${frames}`.trimEnd();
   if (typeof console !== "undefined" && typeof console.error === "function") {
     console.error(text);
   } else {
