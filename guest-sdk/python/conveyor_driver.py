@@ -153,7 +153,8 @@ class DriverResult:
         if self.ok:
             outcome = wit_types.Outcome_Success()
         elif self.transient:
-            outcome = wit_types.Outcome_Retry(self.after_ms)
+            after = None if self.after_ms is None else max(0, int(self.after_ms))
+            outcome = wit_types.Outcome_Retry(after)
         else:
             outcome = wit_types.Outcome_Failure()
         data = None
