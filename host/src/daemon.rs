@@ -97,6 +97,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     tracing::warn!(driver = %name, "[drivers.{name}] is configured but no such driver is loaded (yet)");
                 }
             }
+            // Every live instance takes a pool slot, whatever its language: when the drivers
+            // may run more at once than the pool holds, the surplus fails to instantiate and
+            // is retried, so one busy driver can crowd out the others.
+            let wanted: u64 = registry
+                .all()
+                .iter()
+                .map(|d| u64::from(config.driver_settings(&d.info.name).concurrency))
+                .sum();
+            let pool = u64::from(config.engine.pool_instances);
+            if wanted > pool {
+                tracing::warn!(
+                    wanted,
+                    pool,
+                    "the loaded drivers' concurrency adds up to {wanted}, more than engine.pool_instances = {pool}: raise pool_instances or lower concurrency"
+                );
+            }
         });
     }
 
