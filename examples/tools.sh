@@ -14,9 +14,25 @@ tools_venv() {
     echo "==> creating $TOOLS_VENV"
     if ! python3 -m venv "$TOOLS_VENV" 2>/dev/null; then
         rm -rf "$TOOLS_VENV"
-        apt-get update -qq && apt-get install -y -qq python3-venv
+        tools_apt python3-venv
         python3 -m venv "$TOOLS_VENV"
     fi
+}
+
+# tools_apt <package>...: installs Debian packages, with sudo when not root.
+tools_apt() {
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null; then
+            sudo="sudo"
+        else
+            echo "error: $* must be installed (apt-get install $*), and this user is not root" >&2
+            return 1
+        fi
+    fi
+    echo "==> installing $* (apt)"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
 # tools_pip <package> <version>: installs the package into the venv unless that version is there.

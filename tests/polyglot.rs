@@ -61,6 +61,7 @@ async fn define_all(host: &Host) {
                         "properties": {
                             "steps": {"type": "integer", "minimum": 1, "maximum": 20},
                             "fail": {"type": "string"},
+                            "depends_on": {"type": "string"},
                         },
                         "required": ["steps"],
                     },
@@ -203,11 +204,36 @@ async fn python_and_javascript_drivers_run_beside_rust() {
             "{kind}: {lines:?}"
         );
     }
+    // A client call that fails reaches the driver as its language's error with the WIT
+    // variant's kind: each driver reads a resource that does not exist.
+    for (driver, kind, _, _) in TASKS {
+        let run = host
+            .create(
+                kind,
+                "dangling",
+                json!({"steps": 1, "depends_on": "nowhere"}),
+            )
+            .await;
+        let result = host.result(&run).await;
+        assert_eq!(result["success"], false, "{driver}: {result}");
+        let message = result["message"].as_str().unwrap_or("");
+        // "not-found" from the Python and JS SDKs' ClientError, "not found" from Rust's.
+        let not_found = message.contains("not-found") || message.contains("not found");
+        assert!(
+            message.contains("could not read dangling back") && not_found,
+            "{driver}: {result}"
+        );
+        assert_eq!(
+            result["attempts"], 1,
+            "a missing resource is not retried: {result}"
+        );
+    }
     run_all(&host, "two").await;
 }
 
 /// A restart loads both from the compile cache in milliseconds, and they still work. The first
-/// start compiles them without holding up the API or the Rust driver.
+/// start compiles them without holding up the API or the Rust driver, and a resource created
+/// during the Python driver's first compile still reaches it.
 #[tokio::test]
 async fn a_restart_loads_them_from_the_compile_cache() {
     let dir = workdir(&DRIVERS);
@@ -217,6 +243,7 @@ async fn a_restart_loads_them_from_the_compile_cache() {
     let started = Instant::now();
     let mut host = Host::start_serving(dir.path(), CONFIG, &[]);
     let mut seen_rust_ready_while_python_loads = false;
+    let mut early_run = None;
     loop {
         let (status, health) = host.get("/health").await;
         assert_eq!(status, 200, "{health}");
@@ -233,11 +260,19 @@ async fn a_restart_loads_them_from_the_compile_cache() {
         });
         let (_, list) = host.get("/drivers").await;
         if python_loading
+            && !seen_rust_ready_while_python_loads
             && drivers_by_name(&list)
                 .get("sample-driver")
                 .is_some_and(|d| d["state"] == "ready")
         {
             seen_rust_ready_while_python_loads = true;
+            // Definitions are written at once; a resource created now waits for the drivers
+            // found at start, so it reaches the Python driver that is still compiling.
+            define_all(&host).await;
+            early_run = Some(
+                host.create("python-task", "early", json!({"steps": 1}))
+                    .await,
+            );
         }
         assert!(
             started.elapsed() < Duration::from_secs(180),
@@ -255,7 +290,11 @@ async fn a_restart_loads_them_from_the_compile_cache() {
     for name in DRIVERS {
         assert_eq!(first[name]["loaded_from"], "compiled", "{list}");
     }
-    define_all(&host).await;
+    let early = host
+        .result(&early_run.expect("created while loading"))
+        .await;
+    assert_eq!(early["driver"], "python-driver", "{early}");
+    assert_eq!(early["success"], true, "{early}");
     run_all(&host, "before").await;
     assert!(host.stop().success(), "{}", host.log());
 

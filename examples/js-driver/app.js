@@ -19,11 +19,13 @@ export const { info, reconcile } = defineDriver({
       logger.log({ step: i, language: "javascript" }, `JS Driver Working... ${i}/${steps}`);
     }
 
-    // Read back through the API client what the payload does not carry: the definition.
+    // Read back through the API client what the payload does not carry: the definition,
+    // and the resource this one depends on, if any (a missing one is a permanent failure).
     let stored, definition;
     try {
       stored = client.getResource(task.resource, task.name);
       definition = client.getResourceDefinition(task.resource);
+      if (task.spec.depends_on !== undefined) client.getResource(task.resource, task.spec.depends_on);
     } catch (e) {
       if (e instanceof ClientError && e.isTransient) {
         return DriverResult.retry(`the API is unavailable: ${e.message}`);

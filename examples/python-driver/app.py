@@ -20,10 +20,13 @@ class PythonDriver(cd.Driver):
         for i in range(1, steps + 1):
             logger.log({"step": i, "language": "python"}, f"Python Driver Working... {i}/{steps}")
 
-        # Read back through the API client what the payload does not carry: the definition.
+        # Read back through the API client what the payload does not carry: the definition,
+        # and the resource this one depends on, if any (a missing one is a permanent failure).
         try:
             stored = cd.client.get_resource(task.resource, task.name)
             definition = cd.client.get_resource_definition(task.resource)
+            if "depends_on" in task.spec:
+                cd.client.get_resource(task.resource, task.spec["depends_on"])
         except cd.ClientError as e:
             if e.is_transient:
                 return cd.DriverResult.retry(f"the API is unavailable: {e}")

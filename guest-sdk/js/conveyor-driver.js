@@ -102,8 +102,7 @@ export class DriverResult {
   toWit() {
     let outcome;
     if (this.ok) outcome = { tag: "success" };
-    else if (this.transient)
-      outcome = { tag: "retry", val: this.afterMs == null ? undefined : BigInt(Math.max(0, Math.round(this.afterMs))) };
+    else if (this.transient) outcome = { tag: "retry", val: delay(this.afterMs) };
     else outcome = { tag: "failure" };
     let data;
     if (this.data !== undefined && this.data !== null) {
@@ -115,6 +114,17 @@ export class DriverResult {
     }
     return { outcome, message: this.message, data };
   }
+}
+
+const U64_MAX = 2n ** 64n - 1n;
+
+// A retry delay as the WIT's u64 milliseconds (a BigInt); anything unusable leaves it to the host.
+function delay(ms) {
+  let v;
+  if (typeof ms === "bigint") v = ms;
+  else if (typeof ms === "number" && Number.isFinite(ms)) v = BigInt(Math.round(ms));
+  else return undefined;
+  return v < 0n ? 0n : v > U64_MAX ? U64_MAX : v;
 }
 
 /** A Conveyor resource, as carried in an event's payload. */
@@ -266,17 +276,16 @@ export function defineDriver(driver) {
     },
     reconcile(ev) {
       const logger = new Logger(ev);
-      let result;
       try {
-        result = driver.reconcile(ev.payload, ev.name, ev.runId, logger);
+        const result = driver.reconcile(ev.payload, ev.name, ev.runId, logger);
         if (!(result instanceof DriverResult)) {
           throw new TypeError(`reconcile returned ${typeof result}, not a DriverResult`);
         }
+        return result.toWit();
       } catch (e) {
         reportUncaught(e);
-        result = DriverResult.failure(`${e?.name ?? "Error"}: ${e?.message ?? e}`);
+        return DriverResult.failure(`${e?.name ?? "Error"}: ${e?.message ?? e}`).toWit();
       }
-      return result.toWit();
     },
   };
 }

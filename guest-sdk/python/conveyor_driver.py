@@ -113,7 +113,7 @@ class DriverResult:
     ):
         self.ok = ok
         """Whether the work succeeded."""
-        self.message = message
+        self.message = str(message)
         """A human-readable summary."""
         self.data = data
         """Structured output (anything ``json.dumps`` accepts), stored and published as
@@ -153,17 +153,28 @@ class DriverResult:
         if self.ok:
             outcome = wit_types.Outcome_Success()
         elif self.transient:
-            after = None if self.after_ms is None else max(0, int(self.after_ms))
-            outcome = wit_types.Outcome_Retry(after)
+            outcome = wit_types.Outcome_Retry(_delay(self.after_ms))
         else:
             outcome = wit_types.Outcome_Failure()
         data = None
         if self.data is not None:
             try:
-                data = json.dumps(self.data)
+                # NaN and Infinity are not JSON: refuse them here rather than hand the host
+                # text it must reject.
+                data = json.dumps(self.data, allow_nan=False)
             except (TypeError, ValueError) as e:
                 data = json.dumps({"error": f"data did not serialise: {e}"})
         return wit_types.DriverResult(outcome=outcome, message=self.message, data=data)
+
+
+def _delay(after_ms: Any) -> Optional[int]:
+    """A retry delay as the WIT's u64 milliseconds; anything unusable leaves it to the host."""
+    if after_ms is None:
+        return None
+    try:
+        return min(max(0, int(after_ms)), 2**64 - 1)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 @dataclass
@@ -352,10 +363,11 @@ def export(driver: Type[Driver]) -> type:
                     raise TypeError(
                         f"reconcile returned {type(result).__name__}, not a DriverResult"
                     )
-            except Exception as e:  # noqa: BLE001 - every failure becomes a result
+                return result._into_wit()
+            # Every failure becomes a result, sys.exit() included.
+            except BaseException as e:  # noqa: BLE001
                 traceback.print_exc(file=sys.stderr)
-                result = DriverResult.failure(f"{type(e).__name__}: {e}")
-            return result._into_wit()
+                return DriverResult.failure(f"{type(e).__name__}: {e}")._into_wit()
 
     WitWorld.__name__ = f"WitWorld[{driver.__name__}]"
     return WitWorld

@@ -45,6 +45,15 @@ class DriverResultTest(unittest.TestCase):
         self.assertEqual((retry.ok, retry.transient, retry.after_ms), (False, True, 500))
         self.assertEqual(cd.DriverResult.failure("x").with_data([1]).data, [1])
 
+    def test_messages_are_text_and_delays_fit_a_u64(self):
+        self.assertEqual(cd.DriverResult.failure(ValueError("bad")).message, "bad")
+        self.assertEqual(cd._delay(1500.7), 1500)
+        self.assertEqual(cd._delay(-5), 0)
+        self.assertEqual(cd._delay(10**30), 2**64 - 1)
+        self.assertIsNone(cd._delay(float("inf")))
+        self.assertIsNone(cd._delay(float("nan")))
+        self.assertIsNone(cd._delay("soon"))
+
     def test_outside_a_component_the_bindings_are_named(self):
         with self.assertRaises(RuntimeError):
             cd.DriverResult.success("x")._into_wit()

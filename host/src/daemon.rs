@@ -132,6 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 store.clone(),
                 registry.clone(),
                 queue.clone(),
+                config.runs.missing_driver_wait,
             ));
             tokio::spawn(queue.clone().fail_missing_drivers(
                 registry.clone(),

@@ -70,6 +70,10 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Compiles still queued at shutdown run on blocking threads, which dropping the runtime
+    // would wait for (several seconds per Python component): the daemon has already stopped
+    // cleanly, so do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

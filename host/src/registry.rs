@@ -99,6 +99,8 @@ pub struct Registry {
     /// One lock per file: loads of one file are applied in order, so a slow load cannot
     /// overwrite a newer one, while different files load in parallel.
     load_locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whether the files found at start have all been loaded (or failed).
+    initial_load: tokio::sync::watch::Sender<bool>,
 }
 
 impl Registry {
@@ -118,7 +120,20 @@ impl Registry {
             counters: RwLock::default(),
             changes: tokio::sync::watch::channel(0).0,
             load_locks: std::sync::Mutex::default(),
+            initial_load: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Waits until every file found by [`Registry::load_all`] has been loaded or has failed.
+    pub async fn initial_load_done(&self) {
+        let mut done = self.initial_load.subscribe();
+        // The sender lives as long as the registry, so this only ends when the load does.
+        let _ = done.wait_for(|d| *d).await;
+    }
+
+    /// Whether the files found at start are all settled.
+    pub fn initial_load_is_done(&self) -> bool {
+        *self.initial_load.borrow()
     }
 
     /// Starts loading every `*.wasm` in the directory, each file on its own, and returns at
@@ -150,8 +165,10 @@ impl Registry {
                 tokio::spawn(async move { registry.reload(&f).await })
             })
             .collect();
+        let registry = self.clone();
         Ok(tokio::spawn(async move {
             futures::future::join_all(loads).await;
+            registry.initial_load.send_replace(true);
         }))
     }
 
@@ -169,6 +186,12 @@ impl Registry {
         if !file.is_file() {
             self.write().loading.remove(file);
             self.unload(file);
+            // Temporary files come and go: forget the lock of a file that is gone (a load
+            // that is waiting for it keeps its own handle).
+            self.load_locks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(file);
             return;
         }
         self.write()
@@ -235,9 +258,13 @@ impl Registry {
                     paths.into_iter().filter(|p| is_driver_file(p)).collect();
                 paths.sort();
                 paths.dedup();
+                // Each file on its own, as at start: a Python component compiling does not
+                // hold up a Rust driver replaced in the same batch. The per-file lock keeps
+                // one file's loads in order.
                 for p in paths {
                     tracing::info!(file = %p.display(), "drivers_dir changed");
-                    self.reload(&p).await;
+                    let registry = self.clone();
+                    tokio::spawn(async move { registry.reload(&p).await });
                 }
             }
         });

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::conveyor::{self, CreatedResponse, Pipeline, Resource, ResourceDefinition};
 use crate::events::embedded::EmbeddedQueue;
@@ -49,15 +50,44 @@ pub struct Resources {
     store: Arc<Store>,
     registry: Arc<Registry>,
     queue: Arc<EmbeddedQueue>,
+    load_wait: Duration,
 }
 
 impl Resources {
-    /// The control plane over a store, sending events to the drivers in `registry`.
-    pub fn new(store: Arc<Store>, registry: Arc<Registry>, queue: Arc<EmbeddedQueue>) -> Self {
+    /// The control plane over a store, sending events to the drivers in `registry`. Changes
+    /// made while the drivers found at start are still loading wait for them, up to
+    /// `load_wait` (see [`Resources::drivers_settled`]).
+    pub fn new(
+        store: Arc<Store>,
+        registry: Arc<Registry>,
+        queue: Arc<EmbeddedQueue>,
+        load_wait: Duration,
+    ) -> Self {
         Resources {
             store,
             registry,
             queue,
+            load_wait,
+        }
+    }
+
+    /// Waits, at most `load_wait`, until the drivers found at start are loaded. A change's
+    /// event goes to the drivers loaded when it is made; a first compile of a Python or
+    /// JavaScript driver takes seconds, and without this wait a resource created meanwhile
+    /// would never reach it. Called before each resource change; costs nothing once loaded.
+    pub async fn drivers_settled(&self) {
+        if self.registry.initial_load_is_done() {
+            return;
+        }
+        if tokio::time::timeout(self.load_wait, self.registry.initial_load_done())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                files = ?self.registry.loading().iter().map(|l| l.file.display().to_string()).collect::<Vec<_>>(),
+                "drivers are still loading after {}; the change goes to the drivers loaded so far",
+                humantime::format_duration(self.load_wait)
+            );
         }
     }
 
@@ -499,6 +529,7 @@ impl ApiClient for Resources {
     }
 
     async fn create_resource(&self, json: &str) -> std::result::Result<Created, ClientError> {
+        self.drivers_settled().await;
         Ok(Resources::create_resource(self, parse(json)?)?.into())
     }
 
@@ -508,6 +539,7 @@ impl ApiClient for Resources {
         name: &str,
         json: &str,
     ) -> std::result::Result<String, ClientError> {
+        self.drivers_settled().await;
         encode(&Resources::update_resource(self, kind, name, parse(json)?)?.value)
     }
 

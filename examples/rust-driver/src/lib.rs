@@ -28,9 +28,15 @@ impl Driver for RustDriver {
             );
         }
 
-        // Read back through the API client what the payload does not carry: the definition.
-        let read = client::get_resource::<Value>(&task.resource, &task.name)
-            .and_then(|stored| Ok((stored, client::get_resource_definition(&task.resource)?)));
+        // Read back through the API client what the payload does not carry: the definition,
+        // and the resource this one depends on, if any (a missing one is a permanent failure).
+        let read = client::get_resource::<Value>(&task.resource, &task.name).and_then(|stored| {
+            let definition = client::get_resource_definition(&task.resource)?;
+            if let Some(dep) = task.spec.get("depends_on").and_then(Value::as_str) {
+                client::get_resource::<Value>(&task.resource, dep)?;
+            }
+            Ok((stored, definition))
+        });
         let (stored, definition) = match read {
             Ok(r) => r,
             Err(e @ ClientError::Unavailable(_)) => {

@@ -30,6 +30,11 @@ test("results map to the WIT outcome", () => {
   assert.deepEqual(DriverResult.retry("later").toWit().outcome, { tag: "retry", val: undefined });
   // u64 travels as a BigInt.
   assert.deepEqual(DriverResult.retry("later", 1500).toWit().outcome, { tag: "retry", val: 1500n });
+  assert.equal(DriverResult.retry("x", NaN).toWit().outcome.val, undefined);
+  assert.equal(DriverResult.retry("x", Infinity).toWit().outcome.val, undefined);
+  assert.equal(DriverResult.retry("x", -3).toWit().outcome.val, 0n);
+  assert.equal(DriverResult.retry("x", 7n).toWit().outcome.val, 7n);
+  assert.equal(DriverResult.retry("x", 2n ** 70n).toWit().outcome.val, 2n ** 64n - 1n);
   const cyclic = {};
   cyclic.self = cyclic;
   assert.match(DriverResult.success("x", cyclic).toWit().data, /did not serialise/);

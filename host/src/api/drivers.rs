@@ -44,10 +44,12 @@ async fn list(State(registry): State<Arc<Registry>>) -> Json<Vec<serde_json::Val
         })
         .collect();
     let serving: Vec<_> = registry.all().iter().map(|d| d.file.clone()).collect();
+    let loading = registry.loading();
     out.extend(
         failures
             .into_iter()
-            .filter(|f| !serving.contains(&f.file))
+            // A failed file being tried again shows once, as loading.
+            .filter(|f| !serving.contains(&f.file) && !loading.iter().any(|l| l.file == f.file))
             .map(|f| {
                 serde_json::json!({
                     "file": f.file,
@@ -58,8 +60,7 @@ async fn list(State(registry): State<Arc<Registry>>) -> Json<Vec<serde_json::Val
             }),
     );
     out.extend(
-        registry
-            .loading()
+        loading
             .into_iter()
             .filter(|l| !serving.contains(&l.file))
             .map(|l| {

@@ -28,6 +28,7 @@ async fn create(
     State(s): State<AppState>,
     Body(res): Body<Resource>,
 ) -> Result<(StatusCode, Json<CreatedResponse>), ApiError> {
+    s.resources.drivers_settled().await;
     Ok((StatusCode::CREATED, Json(s.resources.create_resource(res)?)))
 }
 
@@ -54,6 +55,7 @@ async fn update(
     Path((kind, name)): Path<(String, String)>,
     Body(res): Body<Resource>,
 ) -> Result<Response, ApiError> {
+    s.resources.drivers_settled().await;
     let change = s.resources.update_resource(&kind, &name, res)?;
     Ok((run_header(&change.run_id), Json(change.value)).into_response())
 }
@@ -62,6 +64,7 @@ async fn remove(
     State(s): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    s.resources.drivers_settled().await;
     let change = s.resources.delete_resource(&kind, &name)?;
     Ok((StatusCode::NO_CONTENT, run_header(&change.run_id)).into_response())
 }
