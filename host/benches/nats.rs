@@ -11,90 +11,31 @@
 //! Needs nats-server >= 2.10: `$NATS_SERVER`, `.tools/venv/bin/nats-server` (installed by
 //! `tests/run.sh`) or `nats-server` on PATH. Run: `cargo bench -p conveyor-host --bench nats`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
 mod support;
 
+/// The NATS-mode tests' nats-server and Conveyor's streams (`tests/common/nats.rs`), which
+/// reach the workspace through `super::workspace`.
+#[allow(dead_code)] // the bench uses only the server and the streams
+#[path = "../../tests/common/nats.rs"]
+mod upstream;
+
+fn workspace() -> std::path::PathBuf {
+    support::workspace_root()
+}
+
 const EVENTS: usize = 5_000;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nats_server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("NATS_SERVER") {
-        return p.into();
-    }
-    let local = support::workspace_root().join(".tools/venv/bin/nats-server");
-    if local.exists() {
-        local
-    } else {
-        "nats-server".into()
-    }
-}
 
 fn noop_driver() -> PathBuf {
     let (status, dir) = support::build_rust_drivers(&["noop-driver"]).expect("cargo runs");
     assert!(status.success(), "building the noop driver failed");
     dir.join("noop_driver.wasm")
-}
-
-fn start_server(dir: &Path) -> (Server, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new(nats_server_bin())
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.join("js"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server (>= 2.10; tests/run.sh installs one)");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Server(child), format!("nats://127.0.0.1:{port}"))
-}
-
-async fn streams(js: &jetstream::Context) {
-    for (name, subjects, retention) in [
-        (
-            "messages",
-            vec!["resources.>", "events.>", "drivers.>"],
-            stream::RetentionPolicy::Interest,
-        ),
-        (
-            "pipeline-engine",
-            vec!["pipelines.>"],
-            stream::RetentionPolicy::WorkQueue,
-        ),
-        (
-            "logs-engine",
-            vec!["logs.>"],
-            stream::RetentionPolicy::WorkQueue,
-        ),
-    ] {
-        js.get_or_create_stream(stream::Config {
-            name: name.into(),
-            subjects: subjects.into_iter().map(String::from).collect(),
-            retention,
-            ..Default::default()
-        })
-        .await
-        .expect("stream");
-    }
 }
 
 async fn publish(js: &jetstream::Context, n: usize) {
@@ -217,12 +158,13 @@ fn main() {
     let drivers = tempfile::tempdir().expect("temp dir");
     std::fs::copy(&wasm, drivers.path().join("noop-driver.wasm")).expect("copy driver");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, url) = start_server(dir.path());
+    let server = upstream::NatsServer::start(dir.path());
+    let url = server.url.clone();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let client = async_nats::connect(&url).await.expect("connect");
         let js = jetstream::new(client);
-        streams(&js).await;
+        upstream::create_upstream_streams(&js).await;
 
         eprintln!("bare loop: publishing {EVENTS} events");
         let bare = durable(&js, "messages", "bare", vec!["resources.noop".into()]).await;

@@ -117,11 +117,15 @@ pub async fn check(path: &Path, config: Option<(&Path, &Config)>) -> anyhow::Res
     Ok(out)
 }
 
-fn list(items: &[String]) -> String {
+fn list<S: AsRef<str>>(items: &[S]) -> String {
     if items.is_empty() {
         "(none)".into()
     } else {
-        items.join(", ")
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -208,7 +212,7 @@ pub fn grants(name: &str, imports: &[String], s: &DriverSettings) -> Vec<String>
             names.sort();
             format!(
                 "environment: {} {}",
-                list_or_none(&names),
+                list(&names),
                 if secrets.is_empty() {
                     String::new()
                 } else {
@@ -223,14 +227,6 @@ pub fn grants(name: &str, imports: &[String], s: &DriverSettings) -> Vec<String>
         out.push("wasi:sockets: denied (this host never grants raw sockets)".into());
     }
     out
-}
-
-fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() {
-        "(none)".into()
-    } else {
-        items.join(", ")
-    }
 }
 
 #[cfg(test)]

@@ -369,6 +369,11 @@ impl Registry {
             .collect()
     }
 
+    /// Whether any file is being loaded now.
+    pub fn is_loading(&self) -> bool {
+        !self.read().loading.is_empty()
+    }
+
     /// Files that failed to load (their last attempt), and why.
     pub fn failures(&self) -> Vec<LoadFailure> {
         self.read().failures.values().cloned().collect()

@@ -74,8 +74,8 @@ impl Resources {
     /// Waits, at most `load_wait`, until the drivers found at start are loaded. A change's
     /// event goes to the drivers loaded when it is made; a first compile of a Python or
     /// JavaScript driver takes seconds, and without this wait a resource created meanwhile
-    /// would never reach it. Called before each resource change; costs nothing once loaded.
-    pub async fn drivers_settled(&self) {
+    /// would never reach it. Every resource change starts here; it costs nothing once loaded.
+    async fn drivers_settled(&self) {
         if self.registry.initial_load_is_done() {
             return;
         }
@@ -159,7 +159,8 @@ impl Resources {
 
     /// `POST /resources`: validates the spec, stores version 1, and sends `create` to every
     /// driver listening to the type, in one transaction.
-    pub fn create_resource(&self, mut res: Resource) -> Result<CreatedResponse> {
+    pub async fn create_resource(&self, mut res: Resource) -> Result<CreatedResponse> {
+        self.drivers_settled().await;
         if res.resource.is_empty() {
             return Err(ServiceError::Invalid("Resource type is required".into()));
         }
@@ -227,12 +228,13 @@ impl Resources {
 
     /// `PUT /resources/{type}/{name}`: validates the new spec against the type's definition,
     /// stores it as the next version (keeping the id) and sends `update`.
-    pub fn update_resource(
+    pub async fn update_resource(
         &self,
         kind: &str,
         name: &str,
         body: Resource,
     ) -> Result<Change<Resource>> {
+        self.drivers_settled().await;
         if !body.resource.is_empty() && body.resource != kind {
             return Err(ServiceError::Invalid(format!(
                 "Resource type {} in the body does not match {kind} in the path",
@@ -276,7 +278,8 @@ impl Resources {
 
     /// `DELETE /resources/{type}/{name}`: removes the current state (version snapshots stay)
     /// and sends `delete` with the last state as payload.
-    pub fn delete_resource(&self, kind: &str, name: &str) -> Result<Change<Resource>> {
+    pub async fn delete_resource(&self, kind: &str, name: &str) -> Result<Change<Resource>> {
+        self.drivers_settled().await;
         let run_id = conveyor::new_run_id();
         let pipeline = self.pipeline_of(kind, name)?;
         let deleted = self.store.delete_resource(kind, name, |old| {
@@ -529,8 +532,7 @@ impl ApiClient for Resources {
     }
 
     async fn create_resource(&self, json: &str) -> std::result::Result<Created, ClientError> {
-        self.drivers_settled().await;
-        Ok(Resources::create_resource(self, parse(json)?)?.into())
+        Ok(Resources::create_resource(self, parse(json)?).await?.into())
     }
 
     async fn update_resource(
@@ -539,8 +541,11 @@ impl ApiClient for Resources {
         name: &str,
         json: &str,
     ) -> std::result::Result<String, ClientError> {
-        self.drivers_settled().await;
-        encode(&Resources::update_resource(self, kind, name, parse(json)?)?.value)
+        encode(
+            &Resources::update_resource(self, kind, name, parse(json)?)
+                .await?
+                .value,
+        )
     }
 
     async fn get_resource_definition(

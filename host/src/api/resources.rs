@@ -28,8 +28,10 @@ async fn create(
     State(s): State<AppState>,
     Body(res): Body<Resource>,
 ) -> Result<(StatusCode, Json<CreatedResponse>), ApiError> {
-    s.resources.drivers_settled().await;
-    Ok((StatusCode::CREATED, Json(s.resources.create_resource(res)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.resources.create_resource(res).await?),
+    ))
 }
 
 async fn list_without_type() -> ApiError {
@@ -55,8 +57,7 @@ async fn update(
     Path((kind, name)): Path<(String, String)>,
     Body(res): Body<Resource>,
 ) -> Result<Response, ApiError> {
-    s.resources.drivers_settled().await;
-    let change = s.resources.update_resource(&kind, &name, res)?;
+    let change = s.resources.update_resource(&kind, &name, res).await?;
     Ok((run_header(&change.run_id), Json(change.value)).into_response())
 }
 
@@ -64,8 +65,7 @@ async fn remove(
     State(s): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    s.resources.drivers_settled().await;
-    let change = s.resources.delete_resource(&kind, &name)?;
+    let change = s.resources.delete_resource(&kind, &name).await?;
     Ok((StatusCode::NO_CONTENT, run_header(&change.run_id)).into_response())
 }
 

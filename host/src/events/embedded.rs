@@ -67,7 +67,7 @@ impl EmbeddedQueue {
         // A driver may be among the files still loading (a first compile takes seconds, and
         // the wait counts from when the event was queued, perhaps before a restart): only a
         // driver that is missing once every file is settled is missing.
-        if !registry.loading().is_empty() {
+        if registry.is_loading() {
             return Ok(());
         }
         let cutoff = now_ms() - i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
