@@ -21,24 +21,26 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use conveyor_host::conveyor::Log;
-use conveyor_host::wasm::bindings::{ClientError, Created, DriverPre, Event};
-use conveyor_host::wasm::engine::{self, EngineSettings};
-use conveyor_host::wasm::imports::log::RunLogger;
-use conveyor_host::wasm::sandbox::RunState;
-use conveyor_host::wasm::{
-    ApiClient, Budget, Grants, GuestOutcome, LogSink, RunContext, RunOutcome, Sandbox,
+use conveyor_host::Log;
+use conveyor_host::RunLogger;
+use conveyor_host::RunState;
+use conveyor_host::bindings::{ClientError, Created, DriverPre, Event};
+use conveyor_host::{
+    ApiClient, Grants, GuestOutcome, Limits, LogSink, RunContext, RunOutcome, Sandbox,
 };
+use conveyor_host::{EngineSettings, build_engine, start_epoch_ticker};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 mod support;
 
-const BUDGET: Budget = Budget {
+const BUDGET: Limits = Limits {
     timeout: Duration::from_secs(30),
     cpu: Duration::from_secs(10),
     memory: 64 << 20,
     result_size: 1 << 20,
+    log_lines: 10_000,
+    log_bytes: 1 << 20,
 };
 
 /// Lines each driver logs per event: three working steps and a closing line.
@@ -148,7 +150,10 @@ impl Bench {
             client: self.client.clone(),
             grants: Grants::none(),
         };
-        self.sandbox.reconcile(pre, event, ctx, BUDGET).await
+        self.sandbox
+            .reconcile(pre, event, ctx, BUDGET)
+            .await
+            .outcome
     }
 
     /// One event, checked: a driver that fails is not benchmarked as a fast one.
@@ -354,11 +359,11 @@ fn main() -> anyhow::Result<()> {
     let root = support::workspace_root();
     let languages: Vec<Arc<Language>> = build(&root)?.into_iter().map(Arc::new).collect();
 
-    let engine = engine::build(&EngineSettings {
+    let engine = build_engine(&EngineSettings {
         pool_instances: 64,
         max_memory: 64 << 20,
     })?;
-    engine::start_epoch_ticker(&engine)?;
+    start_epoch_ticker(&engine)?;
     let bench = Arc::new(Bench {
         sandbox: Sandbox::new(engine.clone())?,
         sink: Arc::default(),

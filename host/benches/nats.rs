@@ -119,7 +119,7 @@ async fn host_rate(url: &str, js: &jetstream::Context, concurrency: u32, drivers
         vec!["pipelines.driver.result".into()],
     )
     .await;
-    let config = conveyor_host::config::Config::parse(
+    let config = conveyor_host::Config::parse(
         &format!(
             "drivers_dir = {:?}\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[events]\nsource = \"nats\"\nurl = \"{url}\"\n[defaults]\nconcurrency = {concurrency}\n",
             drivers,
@@ -128,9 +128,7 @@ async fn host_rate(url: &str, js: &jetstream::Context, concurrency: u32, drivers
         data.path(),
     )
     .expect("config");
-    let host = conveyor_host::daemon::start(config)
-        .await
-        .expect("host starts");
+    let host = conveyor_host::start(config).await.expect("host starts");
     let rate = drain_rate(&results, EVENTS).await;
     host.stop().await;
     js.delete_consumer_from_stream("noop-driver", "messages")

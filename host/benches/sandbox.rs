@@ -32,16 +32,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use conveyor_host::conveyor::Log;
-use conveyor_host::wasm::bindings::conveyor::driver::{client, log, types};
-use conveyor_host::wasm::bindings::{ClientError, Created, Driver, DriverPre, Event, Outcome};
-use conveyor_host::wasm::engine::{self, EngineSettings};
-use conveyor_host::wasm::imports::client::NoClient;
-use conveyor_host::wasm::imports::log::RunLogger;
-use conveyor_host::wasm::sandbox::RunState;
-use conveyor_host::wasm::{
-    ApiClient, Budget, Grants, GuestOutcome, LogSink, RunContext, RunOutcome, Sandbox,
+use conveyor_host::Log;
+use conveyor_host::NoClient;
+use conveyor_host::RunLogger;
+use conveyor_host::RunState;
+use conveyor_host::bindings::conveyor::driver::{client, log, types};
+use conveyor_host::bindings::{ClientError, Created, Driver, DriverPre, Event, Outcome};
+use conveyor_host::{
+    ApiClient, Grants, GuestOutcome, Limits, LogSink, RunContext, RunOutcome, Sandbox,
 };
+use conveyor_host::{EngineSettings, build_engine, start_epoch_ticker};
 use criterion::Criterion;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -56,11 +56,13 @@ const LOG5_PAYLOAD: &str = r#"{"id":"1","name":"b","resource":"test","metadata":
 const LOOP_PAYLOAD: &str = r#"{"id":"1","name":"b","resource":"test","metadata":{"version":"1"},"spec":{"action":"loop"}}"#;
 
 /// The spinning neighbours' budget: each run ends as cpu-exceeded after 300 ms of Wasm.
-const NEIGHBOUR_BUDGET: Budget = Budget {
+const NEIGHBOUR_BUDGET: Limits = Limits {
     timeout: Duration::from_secs(5),
     cpu: Duration::from_millis(300),
     memory: 64 << 20,
     result_size: 1 << 20,
+    log_lines: 10_000,
+    log_bytes: 1 << 20,
 };
 /// Noop events timed with and without neighbours.
 const NEIGHBOUR_EVENTS: usize = 1_000;
@@ -73,11 +75,13 @@ const SUMMARY_ROUNDS: u32 = 10;
 /// Untimed iterations before the summary's loop.
 const SUMMARY_WARMUP: u32 = 200;
 
-const BUDGET: Budget = Budget {
+const BUDGET: Limits = Limits {
     timeout: Duration::from_secs(30),
     cpu: Duration::from_secs(10),
     memory: 64 << 20,
     result_size: 1 << 20,
+    log_lines: 10_000,
+    log_bytes: 1 << 20,
 };
 
 // ---- the floor: a bare store state ------------------------------------------------------
@@ -248,7 +252,7 @@ impl Bench {
         self.sandbox_with(case, BUDGET).await
     }
 
-    async fn sandbox_with(&self, case: &Case, budget: Budget) -> RunOutcome {
+    async fn sandbox_with(&self, case: &Case, budget: Limits) -> RunOutcome {
         let event = Bench::event(case.payload);
         // As the manager builds it: the default log budget, no grants.
         let logger = RunLogger::new(self.sink.clone(), case.name, &event.run_id, None)
@@ -261,6 +265,7 @@ impl Bench {
         self.sandbox
             .reconcile(&case.sandbox, event, ctx, budget)
             .await
+            .outcome
     }
 
     /// Runs each path once and checks that it did what the case expects, so that a broken
@@ -344,11 +349,11 @@ fn is_full_run() -> bool {
 fn main() -> anyhow::Result<()> {
     let dir = build_drivers();
 
-    let engine = engine::build(&EngineSettings {
+    let engine = build_engine(&EngineSettings {
         pool_instances: 64,
         max_memory: 64 << 20,
     })?;
-    engine::start_epoch_ticker(&engine)?;
+    start_epoch_ticker(&engine)?;
     let sandbox = Sandbox::new(engine.clone())?;
     let linker = floor_linker(&engine)?;
 

@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The JetStream stream upstream's server creates for resource and pipeline-step messages.
+pub const MESSAGES_STREAM: &str = "messages";
+/// Where driver results go, for the server's pipeline engine.
+pub const RESULT_SUBJECT: &str = "pipelines.driver.result";
+
 /// A resource: `pkg/types/resources.go` `Resource`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {

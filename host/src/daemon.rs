@@ -1,6 +1,5 @@
-//! `conveyor-host run`: wires the engine, the drivers, the event source (embedded queue or
-//! NATS), the log pipeline, the manager and the HTTP API together, and shuts them down in order on SIGTERM or
-//! Ctrl-C.
+//! `conveyor-host run`: builds the engine and the drivers registry, starts the backend the
+//! config names, serves the HTTP API, and shuts them down in order on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,22 +9,14 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
-use crate::config::{Config, EventSourceKind};
-use crate::events::embedded::EmbeddedQueue;
-use crate::events::nats::NatsSource;
-use crate::logs::nats::NatsLogs;
-use crate::logs::{LogHub, LogPipeline};
-use crate::manager::Manager;
+use crate::api::{self, OpsState};
+use crate::backend::{self, LogPipeline, Shared};
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::resources::Resources;
-use crate::rest_client::RestClient;
-use crate::store::Store;
-use crate::wasm::ApiClient;
 use crate::wasm::Sandbox;
 use crate::wasm::cache::ComponentCache;
 use crate::wasm::engine::{self, EngineSettings};
-use crate::wasm::imports::client::NoClient;
 use crate::wasm::imports::log::TracingSink;
 
 /// How long open HTTP connections (log streams) get to close after a shutdown signal.
@@ -50,10 +41,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the host: loads the drivers, starts the manager on the configured event source and
-/// serves the API.
+/// Starts the host: loads the drivers, starts the configured backend and serves the API.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let config = Arc::new(config);
     anyhow::ensure!(
         config.drivers_dir.is_dir(),
         "drivers_dir {} is not a directory",
@@ -85,97 +74,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot watch drivers_dir {}", config.drivers_dir.display()))?;
     // The API starts while drivers load: a first compile of a Python or JavaScript component
     // takes seconds and must not hold up the others (GET /health lists what is loading).
-    let initial_load = registry
+    registry
         .load_all()
         .with_context(|| format!("cannot read drivers_dir {}", config.drivers_dir.display()))?;
-    {
-        let (registry, config) = (registry.clone(), config.clone());
-        tokio::spawn(async move {
-            let _ = initial_load.await;
-            for name in config.drivers.keys() {
-                if registry.get(name).is_none() {
-                    tracing::warn!(driver = %name, "[drivers.{name}] is configured but no such driver is loaded (yet)");
-                }
-            }
-            // Every live instance takes a pool slot, whatever its language: when the drivers
-            // may run more at once than the pool holds, the surplus fails to instantiate and
-            // is retried, so one busy driver can crowd out the others.
-            let wanted: u64 = registry
-                .all()
-                .iter()
-                .map(|d| u64::from(config.driver_settings(&d.info.name).concurrency))
-                .sum();
-            let pool = u64::from(config.engine.pool_instances);
-            if wanted > pool {
-                tracing::warn!(
-                    wanted,
-                    pool,
-                    "the loaded drivers' concurrency adds up to {wanted}, more than engine.pool_instances = {pool}: raise pool_instances or lower concurrency"
-                );
-            }
-        });
-    }
+    tokio::spawn(warn_about_the_loaded_drivers(
+        registry.clone(),
+        config.clone(),
+    ));
 
-    let (manager, logs, app): (JoinHandle<()>, Arc<dyn LogPipeline>, axum::Router) = match config
-        .events
-        .source
-    {
-        EventSourceKind::Embedded => {
-            let db = config.data_dir.join("conveyor-host.db");
-            let store = Arc::new(
-                Store::open(&db)
-                    .with_context(|| format!("cannot open the store {}", db.display()))?,
-            );
-            let logs = LogHub::start(store.clone());
-            let queue = EmbeddedQueue::new(store.clone());
-            let resources = Arc::new(Resources::new(
-                store.clone(),
-                registry.clone(),
-                queue.clone(),
-                config.runs.missing_driver_wait,
-            ));
-            tokio::spawn(queue.clone().fail_missing_drivers(
-                registry.clone(),
-                config.runs.missing_driver_wait,
-                shutdown.clone(),
-            ));
-            let manager = Manager::new(
-                queue,
-                registry.clone(),
-                sandbox,
-                logs.clone(),
-                resources.clone(),
-                config.clone(),
-            );
-            let app = api::router(AppState {
-                resources,
-                store,
-                logs: logs.clone(),
-                registry: registry.clone(),
-            });
-            (tokio::spawn(manager.run(shutdown.clone())), logs, app)
-        }
-        EventSourceKind::Nats => {
-            let source = Arc::new(NatsSource::connect(&config.events).await?);
-            let logs = Arc::new(NatsLogs::start(source.client()));
-            let client: Arc<dyn ApiClient> = match &config.conveyor.api_url {
-                Some(url) => Arc::new(RestClient::new(url)?),
-                None => Arc::new(NoClient(
-                    "the Conveyor API client is not configured: set [conveyor] api_url in the host config",
-                )),
-            };
-            let manager = Manager::new(
-                source,
-                registry.clone(),
-                sandbox,
-                logs.clone(),
-                client,
-                config.clone(),
-            );
-            let app = api::operations_router(registry.clone());
-            (tokio::spawn(manager.run(shutdown.clone())), logs, app)
-        }
-    };
+    let metrics = Arc::new(Metrics::new());
+    let started = backend::start(
+        &config,
+        Shared {
+            registry: registry.clone(),
+            sandbox,
+            metrics: metrics.clone(),
+            policies: config.policies(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .await?;
+    let app = api::app(
+        OpsState {
+            registry,
+            metrics,
+            gauges: started.gauges,
+        },
+        started.routes,
+    );
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -190,10 +116,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         shutdown,
-        manager,
+        manager: started.manager,
         server,
-        logs,
+        logs: started.logs,
     })
+}
+
+/// Once the drivers found at start are loaded, warns about configured drivers that are not
+/// there and about concurrency the instance pool cannot hold.
+async fn warn_about_the_loaded_drivers(registry: Arc<Registry>, config: Config) {
+    registry.startup_settled(Duration::MAX).await;
+    for name in config.drivers.keys() {
+        if registry.get(name).is_none() {
+            tracing::warn!(driver = %name, "[drivers.{name}] is configured but no such driver is loaded (yet)");
+        }
+    }
+    // Every live instance takes a pool slot, whatever its language: when the drivers may run
+    // more at once than the pool holds, the surplus fails to instantiate and is retried, so
+    // one busy driver can crowd out the others.
+    let wanted: u64 = registry
+        .all()
+        .iter()
+        .map(|d| u64::from(config.driver_settings(&d.info.name).concurrency))
+        .sum();
+    let pool = u64::from(config.engine.pool_instances);
+    if wanted > pool {
+        tracing::warn!(
+            wanted,
+            pool,
+            "the loaded drivers' concurrency adds up to {wanted}, more than engine.pool_instances = {pool}: raise pool_instances or lower concurrency"
+        );
+    }
 }
 
 impl Running {

@@ -1,23 +1,56 @@
 //! conveyor-host: runs Conveyor CI drivers as sandboxed WebAssembly components.
 //!
-//! One event's path, module by module:
-//! [`events`] (where deliveries come from) → [`manager`] (which driver, how many at once,
-//! retries) → [`wasm`] (a fresh sandboxed instance per event, its imports) → [`logs`] and the
-//! result → settled back through [`events`]. [`resources`] and [`api`] are the embedded
-//! control plane; [`store`] is its SQLite file.
+//! One event's path, module by module: a backend's event source ([`backend`]: the embedded
+//! SQLite queue, or a Conveyor deployment's JetStream) → the [`manager`] (worker slots; admit,
+//! lock, sandbox, verdict, flush, settle) → the sandbox ([`wasm`]: a fresh instance per event
+//! and its imports, one capability each) → the run's logs and its [`result`] → settled back
+//! through the backend. [`routing`] decides which drivers get an event, [`registry`] keeps the
+//! drivers directory loaded, [`config`] is resolved at the edge into each driver's limits and
+//! grants, and [`api`] serves both modes' HTTP routes.
+//!
+//! The library's public API is what the `conveyor-host` binary, the end-to-end tests and the
+//! benchmarks use: start a host from a [`Config`], check a component, and the sandbox's parts
+//! for measuring it.
 
-pub mod api;
-pub mod check;
-pub mod clock;
-pub mod config;
-pub mod conveyor;
-pub mod daemon;
-pub mod events;
-pub mod logs;
-pub mod manager;
-pub mod metrics;
-pub mod registry;
-pub mod resources;
-pub mod rest_client;
-pub mod store;
-pub mod wasm;
+#![warn(missing_docs)]
+
+mod api;
+mod backend;
+mod check;
+mod clock;
+mod config;
+mod conveyor;
+mod daemon;
+mod keyed_lock;
+mod manager;
+mod metrics;
+mod registry;
+mod result;
+mod routing;
+mod store;
+mod wasm;
+
+pub use check::check;
+pub use config::{Config, ConfigError};
+pub use conveyor::Log;
+pub use daemon::{Running, run, start};
+pub use wasm::bindings;
+pub use wasm::engine::{EngineSettings, build as build_engine, start_epoch_ticker};
+pub use wasm::imports::client::NoClient;
+pub use wasm::sandbox::RunState;
+pub use wasm::{
+    ApiClient, Grants, GuestOutcome, Limits, LogSink, Reconciled, RunContext, RunLogger,
+    RunOutcome, Sandbox,
+};
+
+/// An error and its sources, as one line (`what: because: because`).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use conveyor_host::config::Config;
+use conveyor_host::Config;
 
 /// Runs Conveyor CI drivers as sandboxed WebAssembly components.
 #[derive(Parser)]
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => {
                 let config = Config::load(&config)?;
-                conveyor_host::daemon::run(config).await
+                conveyor_host::run(config).await
             }
             Command::Check { file, config } => {
                 let loaded = match &config {
@@ -63,8 +63,7 @@ fn main() -> ExitCode {
                     None => None,
                 };
                 let report =
-                    conveyor_host::check::check(&file, loaded.as_ref().map(|(p, c)| (*p, c)))
-                        .await?;
+                    conveyor_host::check(&file, loaded.as_ref().map(|(p, c)| (*p, c))).await?;
                 print!("{report}");
                 Ok(())
             }

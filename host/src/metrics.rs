@@ -1,18 +1,20 @@
-//! The host's Prometheus metrics, all named here so the names cannot drift apart.
+//! The host's Prometheus metrics, all named here so the names cannot drift apart. Each host
+//! has its own [`Metrics`]; they are also the one source of the run counters `GET /drivers`
+//! shows.
 //!
 //! Counters and histograms are updated where things happen (the manager, the log writer);
-//! gauges that describe the store (queue depth, runs by status) are read from it when
-//! `GET /metrics` is scraped, so they are right after a restart too.
+//! gauges that describe a backend's state (queue depth, runs by status) are read from it
+//! through [`Gauges`] when `GET /metrics` is scraped, so they are right after a restart too.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
-use crate::store::{RunStatus, Store, StoreError};
+use crate::result::Outcome;
 
 /// Reconcile attempts by driver and outcome (`success`, `failure`, `retry`, or a sandbox
 /// failure kind such as `trap`).
@@ -54,11 +56,63 @@ pub struct Metrics {
     runs: IntGaugeVec,
 }
 
-/// The process's metrics.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+/// A backend's state, read when the metrics are scraped.
+#[derive(Debug, Clone, Default)]
+pub struct RunGauges {
+    /// `(driver, waiting, in delivery)` events per driver.
+    pub queue_depths: Vec<(String, u64, u64)>,
+    /// Stored runs per status.
+    pub runs_by_status: Vec<(&'static str, u64)>,
+}
+
+/// Why a backend's gauges could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the gauges")]
+pub struct GaugesError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl GaugesError {
+    /// Wraps the backend's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        GaugesError(Box::new(e))
+    }
+}
+
+/// A backend that keeps run and queue state (the embedded store does; a Conveyor server
+/// keeps its own).
+pub trait Gauges: Send + Sync {
+    /// The current state.
+    fn read(&self) -> Result<RunGauges, GaugesError>;
+}
+
+/// Run statuses the `conveyor_runs` gauge always shows (0 included).
+const RUN_STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "superseded"];
+/// Statuses of runs that are not over.
+const ACTIVE_STATUSES: [&str; 2] = ["queued", "running"];
+
+/// One driver's run counters, derived from the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunCounts {
+    /// Runs started.
+    pub started: u64,
+    /// Runs that ended in success.
+    pub succeeded: u64,
+    /// Runs that ended in a final failure.
+    pub failed: u64,
+    /// Runs that ended with the event put back for another attempt.
+    pub retried: u64,
+    /// Runs in flight now.
+    pub in_flight: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
 
 impl Metrics {
-    fn new() -> Metrics {
+    /// A fresh set of metrics.
+    pub fn new() -> Metrics {
         let registry = Registry::new();
         // The names and label sets are constants: registering them cannot fail, so a
         // failure here is a programming error caught by the unit test below.
@@ -135,15 +189,27 @@ impl Metrics {
         }
     }
 
-    /// Records one finished reconcile attempt.
+    /// Records that a reconcile started.
+    pub fn started(&self, driver: &str) {
+        self.in_flight.with_label_values(&[driver]).inc();
+    }
+
+    /// Records one finished reconcile attempt, and whether the event goes back for another.
     pub fn reconciled(
         &self,
         driver: &str,
-        outcome: &str,
+        outcome: Outcome,
+        retried: bool,
         took: Duration,
         instantiate: Option<Duration>,
     ) {
-        self.reconciles.with_label_values(&[driver, outcome]).inc();
+        self.in_flight.with_label_values(&[driver]).dec();
+        if retried {
+            self.retries.with_label_values(&[driver]).inc();
+        }
+        self.reconciles
+            .with_label_values(&[driver, outcome.as_str()])
+            .inc();
         self.reconcile_seconds
             .with_label_values(&[driver])
             .observe(took.as_secs_f64());
@@ -154,50 +220,91 @@ impl Metrics {
         }
     }
 
-    /// Reads the store's gauges and renders every metric in Prometheus' text format. Every
-    /// driver in `drivers` gets a queue depth, 0 included.
-    pub fn render(&self, store: &Store, drivers: &[String]) -> Result<String, StoreError> {
-        self.queue_depth.reset();
-        for driver in drivers {
-            for state in ["waiting", "delivering"] {
+    /// A driver's run counters: every finished attempt is a success, a retry or a final
+    /// failure, and every started one is finished or in flight.
+    pub fn runs(&self, driver: &str) -> RunCounts {
+        let mut finished = 0;
+        let mut succeeded = 0;
+        for family in self.reconciles.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                };
+                if label("driver").as_deref() != Some(driver) {
+                    continue;
+                }
+                let n = m.get_counter().get_value() as u64;
+                finished += n;
+                if label("outcome").as_deref() == Some(Outcome::Success.as_str()) {
+                    succeeded += n;
+                }
+            }
+        }
+        let retried = self.retries.with_label_values(&[driver]).get();
+        let in_flight =
+            u64::try_from(self.in_flight.with_label_values(&[driver]).get()).unwrap_or(0);
+        RunCounts {
+            started: finished + in_flight,
+            succeeded,
+            failed: finished.saturating_sub(succeeded + retried),
+            retried,
+            in_flight,
+        }
+    }
+
+    /// Renders every metric in Prometheus' text format, with the backend's gauges when it
+    /// keeps them. Every driver in `drivers` gets a queue depth, 0 included.
+    pub fn render(
+        &self,
+        gauges: Option<&dyn Gauges>,
+        drivers: &[String],
+    ) -> Result<String, GaugesError> {
+        if let Some(gauges) = gauges {
+            let state = gauges.read()?;
+            self.queue_depth.reset();
+            for driver in drivers {
+                for s in ["waiting", "delivering"] {
+                    self.queue_depth
+                        .with_label_values(&[driver.as_str(), s])
+                        .set(0);
+                }
+            }
+            for (driver, waiting, delivering) in state.queue_depths {
                 self.queue_depth
-                    .with_label_values(&[driver.as_str(), state])
-                    .set(0);
+                    .with_label_values(&[driver.as_str(), "waiting"])
+                    .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+                self.queue_depth
+                    .with_label_values(&[driver.as_str(), "delivering"])
+                    .set(i64::try_from(delivering).unwrap_or(i64::MAX));
             }
-        }
-        for (driver, waiting, delivering) in store.queue_depths()? {
-            self.queue_depth
-                .with_label_values(&[driver.as_str(), "waiting"])
-                .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-            self.queue_depth
-                .with_label_values(&[driver.as_str(), "delivering"])
-                .set(i64::try_from(delivering).unwrap_or(i64::MAX));
-        }
-        self.runs.reset();
-        for status in [
-            RunStatus::Queued,
-            RunStatus::Running,
-            RunStatus::Succeeded,
-            RunStatus::Failed,
-            RunStatus::Superseded,
-        ] {
-            self.runs.with_label_values(&[status.as_str()]).set(0);
-        }
-        let mut active = 0;
-        for (status, n) in store.runs_by_status()? {
-            if !status.is_final() {
-                active += n;
+            self.runs.reset();
+            for status in RUN_STATUSES {
+                self.runs.with_label_values(&[status]).set(0);
             }
-            self.runs
-                .with_label_values(&[status.as_str()])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            let mut active = 0;
+            for (status, n) in state.runs_by_status {
+                if ACTIVE_STATUSES.contains(&status) {
+                    active += n;
+                }
+                self.runs
+                    .with_label_values(&[status])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            self.runs_in_flight
+                .set(i64::try_from(active).unwrap_or(i64::MAX));
         }
-        self.runs_in_flight
-            .set(i64::try_from(active).unwrap_or(i64::MAX));
+        let mut families = self.registry.gather();
+        if gauges.is_none() {
+            // Without a backend that keeps them, the store's gauges would only ever read 0.
+            families.retain(|f| ![QUEUE_DEPTH, RUNS_IN_FLIGHT, RUNS].contains(&f.name()));
+        }
         let mut out = Vec::new();
         // Encoding into a Vec only fails on invalid metric families, which `register`
         // already refused.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(error = %e, "could not encode metrics");
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -210,21 +317,33 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wasm::FailureKind;
+
+    struct Fixed;
+    impl Gauges for Fixed {
+        fn read(&self) -> Result<RunGauges, GaugesError> {
+            Ok(RunGauges {
+                queue_depths: vec![("d".into(), 2, 1)],
+                runs_by_status: vec![("running", 1), ("succeeded", 4)],
+            })
+        }
+    }
 
     #[test]
     fn every_series_renders() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
-        METRICS.reconciled(
+        let metrics = Metrics::new();
+        metrics.started("d");
+        metrics.reconciled(
             "d",
-            "success",
+            Outcome::Success,
+            false,
             Duration::from_millis(3),
             Some(Duration::from_micros(40)),
         );
-        METRICS.retries.with_label_values(&["d"]).inc();
-        METRICS.in_flight.with_label_values(&["d"]).set(0);
-        METRICS.log_lines.with_label_values(&["d"]).inc();
-        let text = METRICS.render(&store, &["d".to_string()]).unwrap();
+        metrics.retries.with_label_values(&["d"]).inc();
+        metrics.in_flight.with_label_values(&["d"]).set(0);
+        metrics.log_lines.with_label_values(&["d"]).inc();
+        let text = metrics.render(Some(&Fixed), &["d".to_string()]).unwrap();
         for name in [
             RECONCILES,
             RECONCILE_SECONDS,
@@ -238,5 +357,42 @@ mod tests {
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
         }
+        assert!(text.contains("conveyor_runs_in_flight 1"), "{text}");
+    }
+
+    #[test]
+    fn without_a_store_its_gauges_are_left_out() {
+        let metrics = Metrics::new();
+        metrics.started("d");
+        let text = metrics.render(None, &["d".to_string()]).unwrap();
+        assert!(text.contains(RECONCILES_IN_FLIGHT), "{text}");
+        assert!(!text.contains(QUEUE_DEPTH), "{text}");
+    }
+
+    #[test]
+    fn run_counters_follow_the_outcomes() {
+        let m = Metrics::new();
+        let t = Duration::from_millis(1);
+        for (outcome, retried) in [
+            (Outcome::Success, false),
+            (Outcome::Failed(FailureKind::Trap), true),
+            (Outcome::Failed(FailureKind::Trap), false),
+            (Outcome::Retry, true),
+        ] {
+            m.started("d");
+            m.reconciled("d", outcome, retried, t, None);
+        }
+        m.started("d");
+        assert_eq!(
+            m.runs("d"),
+            RunCounts {
+                started: 5,
+                succeeded: 1,
+                failed: 1,
+                retried: 2,
+                in_flight: 1,
+            }
+        );
+        assert_eq!(m.runs("other"), RunCounts::default());
     }
 }

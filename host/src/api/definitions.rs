@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{ApiError, AppState, Body};
+use super::{ApiError, Body, EmbeddedState as AppState};
 use crate::conveyor::ResourceDefinition;
 
 pub fn routes() -> Router<AppState> {
@@ -45,8 +45,8 @@ async fn read(
 ) -> Result<Json<ResourceDefinition>, ApiError> {
     Ok(Json(s.resources.definition(&name).map_err(
         |e| match e {
-            crate::resources::ServiceError::NotFound(m) => {
-                crate::resources::ServiceError::NotFound(format!(
+            crate::backend::embedded::control::ServiceError::NotFound(m) => {
+                crate::backend::embedded::control::ServiceError::NotFound(format!(
                     "Failed to find resource definition: {m}"
                 ))
             }

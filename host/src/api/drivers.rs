@@ -1,23 +1,21 @@
 //! `GET /drivers`: the loaded drivers (with their run counters), the files being loaded and
 //! the files that failed to load.
 
-use std::sync::Arc;
-
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::registry::Registry;
+use super::OpsState;
 
-pub fn routes<S>() -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-    Arc<Registry>: FromRef<S>,
-{
+pub fn routes() -> Router<OpsState> {
     Router::new().route("/drivers", get(list))
 }
 
-async fn list(State(registry): State<Arc<Registry>>) -> Json<Vec<serde_json::Value>> {
+async fn list(
+    State(OpsState {
+        registry, metrics, ..
+    }): State<OpsState>,
+) -> Json<Vec<serde_json::Value>> {
     let failures = registry.failures();
     let mut out: Vec<serde_json::Value> = registry
         .all()
@@ -33,7 +31,7 @@ async fn list(State(registry): State<Arc<Registry>>) -> Json<Vec<serde_json::Val
                 "loaded_at": d.loaded_at,
                 "loaded_from": d.provenance,
                 "load_ms": d.load_time.as_secs_f64() * 1e3,
-                "runs": registry.counters(&d.info.name).snapshot(),
+                "runs": metrics.runs(&d.info.name),
             });
             // A replacement that failed to load: the version above keeps serving.
             if let Some(f) = failures.iter().find(|f| f.file == d.file) {

@@ -1,18 +1,12 @@
 //! `GET /health` and `GET /`.
 
-use std::sync::Arc;
-
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::registry::Registry;
+use super::OpsState;
 
-pub fn routes<S>() -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-    Arc<Registry>: FromRef<S>,
-{
+pub fn routes() -> Router<OpsState> {
     Router::new()
         .route("/health", get(health))
         .route("/", get(root))
@@ -20,7 +14,7 @@ where
 
 /// Conveyor's health answer (`status`, `time`), plus the drivers: the API serves while large
 /// components compile, so `drivers.loading` lists the files not ready yet.
-async fn health(State(registry): State<Arc<Registry>>) -> Json<serde_json::Value> {
+async fn health(State(OpsState { registry, .. }): State<OpsState>) -> Json<serde_json::Value> {
     let time = time::OffsetDateTime::now_utc().unix_timestamp();
     let loading: Vec<_> = registry.loading().into_iter().map(|l| l.file).collect();
     Json(serde_json::json!({

@@ -27,9 +27,10 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{ApiError, AppState, Body};
+use super::{ApiError, Body, EmbeddedState as AppState};
+use crate::backend::LogPipeline;
+use crate::backend::embedded::logs::LogHub;
 use crate::conveyor::Log;
-use crate::logs::{LogHub, LogPipeline};
 use crate::store::{LogFilter, RunEnded, Store, StoredLog};
 use crate::wasm::LogSink;
 

@@ -1,4 +1,5 @@
-//! `GET /metrics`: Prometheus' text format (see `crate::metrics` for the series).
+//! `GET /metrics`: Prometheus' text format (see [`crate::metrics`] for the series), in both
+//! modes.
 
 use axum::Router;
 use axum::extract::State;
@@ -6,20 +7,20 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::{ApiError, AppState};
-use crate::metrics::{self, METRICS};
+use super::{ApiError, OpsState};
+use crate::metrics;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<OpsState> {
     Router::new().route("/metrics", get(scrape))
 }
 
-async fn scrape(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+async fn scrape(State(s): State<OpsState>) -> Result<impl IntoResponse, ApiError> {
     let drivers: Vec<String> = s
         .registry
         .all()
         .iter()
         .map(|d| d.info.name.clone())
         .collect();
-    let text = METRICS.render(&s.store, &drivers)?;
+    let text = s.metrics.render(s.gauges.as_deref(), &drivers)?;
     Ok(([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }

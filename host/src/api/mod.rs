@@ -1,4 +1,5 @@
-//! The Conveyor-compatible HTTP API (embedded mode), one module per resource.
+//! The HTTP API: the routes both modes serve ([`health`], [`drivers`], [`metrics`]), and the
+//! Conveyor-compatible API of embedded mode, one module per resource.
 //!
 //! Every error is `{"error": "..."}` with a 4xx or 5xx status; unknown routes get a 404 in the
 //! same shape.
@@ -20,54 +21,55 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 
+use crate::backend::embedded::control::{Resources, ServiceError};
+use crate::backend::embedded::logs::LogHub;
 use crate::conveyor::ErrorBody;
-use crate::logs::LogHub;
+use crate::metrics::{Gauges, Metrics};
 use crate::registry::Registry;
-use crate::resources::{Resources, ServiceError};
 use crate::store::Store;
 
-/// What the handlers share.
+/// What the routes of both modes read: the drivers and the host's metrics.
 #[derive(Clone)]
-pub struct AppState {
-    /// Definitions and resources.
+pub struct OpsState {
+    /// Loaded drivers.
+    pub registry: Arc<Registry>,
+    /// The host's metrics (and the drivers' run counters).
+    pub metrics: Arc<Metrics>,
+    /// The backend's gauges, where it keeps them.
+    pub gauges: Option<Arc<dyn Gauges>>,
+}
+
+/// What the embedded API's handlers share.
+#[derive(Clone)]
+pub struct EmbeddedState {
+    /// Definitions, pipelines and resources.
     pub resources: Arc<Resources>,
-    /// The store, for runs, results and metrics.
+    /// The store, for runs and results.
     pub store: Arc<Store>,
     /// Log lines, stored and live.
     pub logs: Arc<LogHub>,
-    /// Loaded drivers.
-    pub registry: Arc<Registry>,
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// The embedded mode's Conveyor-compatible routes.
+pub fn embedded_routes(state: EmbeddedState) -> Router {
     Router::new()
         .merge(definitions::routes())
         .merge(resources::routes())
         .merge(logs::routes())
         .merge(runs::routes())
         .merge(pipelines::routes())
-        .merge(metrics::routes())
-        .merge(drivers::routes())
-        .merge(health::routes())
-        .fallback(not_found)
         .with_state(state)
 }
 
-/// The API in NATS mode, where resources and logs live in the Conveyor server: health and
-/// the loaded drivers.
-pub fn operations_router(registry: Arc<Registry>) -> Router {
+/// The whole API: the routes both modes serve, the backend's own, and a JSON 404 for the rest.
+pub fn app(ops: OpsState, backend: Router) -> Router {
     Router::new()
+        .merge(metrics::routes())
         .merge(drivers::routes())
         .merge(health::routes())
+        .with_state(ops)
+        .merge(backend)
         .fallback(not_found)
-        .with_state(registry)
-}
-
-impl axum::extract::FromRef<AppState> for Arc<Registry> {
-    fn from_ref(state: &AppState) -> Self {
-        state.registry.clone()
-    }
 }
 
 async fn not_found(method: axum::http::Method, uri: Uri) -> ApiError {
@@ -118,6 +120,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::metrics::GaugesError> for ApiError {
+    fn from(e: crate::metrics::GaugesError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, crate::error_chain(&e))
     }
 }
 

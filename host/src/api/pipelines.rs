@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::{ApiError, AppState, Body};
+use super::{ApiError, Body, EmbeddedState as AppState};
 use crate::conveyor::Pipeline;
 
 pub fn routes() -> Router<AppState> {

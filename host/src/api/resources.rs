@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{ApiError, AppState, Body};
+use super::{ApiError, Body, EmbeddedState as AppState};
 use crate::conveyor::{CreatedResponse, Resource};
 
 /// The header carrying the run id of an update or delete.

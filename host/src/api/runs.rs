@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::{ApiError, AppState};
+use super::{ApiError, EmbeddedState as AppState};
 use crate::store::{RunFilter, RunRecord, StoredResult};
 
 /// Runs listed when the request names no `limit`.

@@ -1,18 +1,15 @@
-//! Pipelines, and runs: what became of every event the control plane sent.
-//!
-//! A run is one change of one resource (create, update, delete) and the driver deliveries it
-//! caused. A resource with a pipeline runs the pipeline's steps one after another; any other
-//! resource runs one step per listening driver, side by side. A step's end and the start of
-//! the next one are written in the transaction that stores the step's result and removes its
-//! event from the queue, so a crash never loses or repeats a step: it can only deliver the
-//! step that was in flight again.
+//! Runs (one change of one resource and the deliveries it caused), their steps and the
+//! drivers' results, as stored. What a step's end means for its run (the next pipeline step,
+//! the run's end) is decided by the embedded backend's pipeline rules, which write through
+//! these functions.
 
 use std::str::FromStr;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{NewEvent, Result, Store, StoredResult, enqueue, read_resource};
-use crate::conveyor::{self, Pipeline, Resource};
+use super::{Result, Store, Tx};
+use crate::result::{Outcome, RunResult};
+use crate::wasm::FailureKind;
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -91,7 +88,8 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
-    fn as_str(self) -> &'static str {
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             StepStatus::Pending => "pending",
             StepStatus::Queued => "queued",
@@ -104,7 +102,8 @@ impl StepStatus {
         }
     }
 
-    fn parse(s: &str) -> StepStatus {
+    /// The status stored as `s` (an unknown word reads as `pending`).
+    pub fn parse(s: &str) -> StepStatus {
         match s {
             "queued" => StepStatus::Queued,
             "running" => StepStatus::Running,
@@ -117,7 +116,8 @@ impl StepStatus {
         }
     }
 
-    fn is_final(self) -> bool {
+    /// Whether the step is over.
+    pub fn is_final(self) -> bool {
         matches!(
             self,
             StepStatus::Succeeded
@@ -236,287 +236,134 @@ pub struct RunFilter {
     pub limit: u32,
 }
 
-/// How a step ended.
-pub(super) enum StepEnd<'a> {
-    /// The driver's final result.
-    Result(&'a StoredResult),
-    /// The driver does not handle the event.
-    Skipped(&'a str),
-    /// The event can never be delivered.
-    Rejected(&'a str),
-}
-
-/// A queue row, as settling needs it.
-pub(super) struct QueueRow {
-    pub run_id: String,
+/// A driver's final result, as stored: the result and the run's step it ended (1-based).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredResult {
+    /// The result.
+    #[serde(flatten)]
+    pub result: RunResult,
+    /// The step it is the result of.
     pub step: u32,
-    pub driver: String,
-    pub event: String,
-    pub message_id: String,
-    pub resource_type: String,
-    pub resource_name: String,
-    pub pipeline: Option<String>,
-    pub payload: String,
-    pub attempts: u32,
-    pub claimed: bool,
 }
 
-pub(super) fn queue_row(conn: &Connection, id: i64) -> Result<Option<QueueRow>> {
-    Ok(conn
-        .query_row(
-            "SELECT run_id, step, driver, event, message_id, resource_type, resource_name,
-                    pipeline, payload, attempts, claimed
-             FROM queue WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(QueueRow {
-                    run_id: r.get(0)?,
-                    step: r.get(1)?,
-                    driver: r.get(2)?,
-                    event: r.get(3)?,
-                    message_id: r.get(4)?,
-                    resource_type: r.get(5)?,
-                    resource_name: r.get(6)?,
-                    pipeline: r.get(7)?,
-                    payload: r.get(8)?,
-                    attempts: r.get(9)?,
-                    claimed: r.get(10)?,
-                })
-            },
-        )
-        .optional()?)
+/// Reads a stored outcome. Rows written before outcomes were typed carry the same words; one
+/// that names no known outcome reads as a plain success or failure.
+fn stored_outcome(success: bool, outcome: &str) -> Outcome {
+    Outcome::parse(outcome).unwrap_or(if success {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    })
 }
 
-/// Stores a new run and enqueues its first events: a pipeline's first step, or every
-/// driver's step. A pending (never claimed) entry event of an older run for the same driver
-/// and resource is replaced by the new one; the older run's step is superseded.
-pub(super) fn start_run(tx: &Transaction<'_>, run: &NewRun) -> Result<Vec<RunEnded>> {
+/// Stores a new run and its steps, all `pending`.
+pub fn insert_run(tx: &Tx<'_>, run: &NewRun) -> Result<()> {
     let now = crate::clock::now_rfc3339();
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO runs (run_id, resource_type, resource_name, pipeline, event, status, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
-        params![
-            run.run_id,
-            run.resource_type,
-            run.resource_name,
-            run.pipeline,
-            run.event,
-            now
-        ],
+    )?
+    .execute(params![
+        run.run_id,
+        run.resource_type,
+        run.resource_name,
+        run.pipeline,
+        run.event,
+        now
+    ])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO run_steps (run_id, step, name, driver, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
     )?;
     for (i, s) in run.steps.iter().enumerate() {
-        tx.execute(
-            "INSERT INTO run_steps (run_id, step, name, driver, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
-            params![run.run_id, i + 1, s.name, s.driver],
-        )?;
+        stmt.execute(params![run.run_id, i + 1, s.name, s.driver])?;
     }
-    let mut ended = Vec::new();
-    if let Some(failure) = &run.failure {
-        ended.push(finish_run(tx, &run.run_id, RunStatus::Failed, failure)?);
-        return Ok(ended);
-    }
-    if run.steps.is_empty() {
-        ended.push(finish_run(tx, &run.run_id, RunStatus::Succeeded, "")?);
-        return Ok(ended);
-    }
-    let entry = if run.pipeline.is_some() {
-        1
-    } else {
-        run.steps.len()
-    };
-    let message_id = conveyor::new_message_id();
-    for (i, s) in run.steps.iter().enumerate().take(entry) {
-        let step = i as u32 + 1;
-        let mut event = run.event.clone();
-        ended.extend(coalesce(tx, run, &s.driver, &mut event)?);
-        enqueue(
-            tx,
-            &[NewEvent {
-                driver: s.driver.clone(),
-                event: event.clone(),
-                run_id: run.run_id.clone(),
-                message_id: message_id.clone(),
-                resource_type: run.resource_type.clone(),
-                resource_name: run.resource_name.clone(),
-                pipeline: run.pipeline.clone(),
-                payload: run.payload.clone(),
-                step,
-            }],
-        )?;
-        set_step(tx, &run.run_id, step, StepStatus::Queued, Some(&event))?;
-    }
-    Ok(ended)
-}
-
-/// Removes the unclaimed entry events (not mid-pipeline `process` ones) for `driver` and the
-/// run's resource, superseding their steps. A driver that never saw the resource's `create`
-/// still gets `create`, with the newest state.
-fn coalesce(
-    tx: &Transaction<'_>,
-    run: &NewRun,
-    driver: &str,
-    event: &mut String,
-) -> Result<Vec<RunEnded>> {
-    let older: Vec<(i64, String, u32, String)> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT id, run_id, step, event FROM queue
-             WHERE driver = ?1 AND resource_type = ?2 AND resource_name = ?3
-               AND claimed = 0 AND event <> 'process'",
-        )?;
-        stmt.query_map(params![driver, run.resource_type, run.resource_name], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?
-    };
-    let mut ended = Vec::new();
-    for (id, old_run, step, old_event) in older {
-        if old_event == "create" && event == "update" {
-            *event = "create".into();
-        }
-        tx.execute("DELETE FROM queue WHERE id = ?1", [id])?;
-        let why = format!("superseded by run {}", run.run_id);
-        end_step(tx, &old_run, step, StepStatus::Superseded, &why, 0)?;
-        let pipeline: Option<String> = tx.query_row(
-            "SELECT pipeline FROM runs WHERE run_id = ?1",
-            [&old_run],
-            |r| r.get(0),
-        )?;
-        if pipeline.is_some() {
-            ended.push(finish_run(tx, &old_run, RunStatus::Superseded, &why)?);
-        } else {
-            ended.extend(conclude_broadcast(tx, &old_run)?);
-        }
-    }
-    Ok(ended)
-}
-
-/// Marks a claimed step as running (its first start is kept).
-pub(super) fn step_started(
-    tx: &Transaction<'_>,
-    run_id: &str,
-    step: u32,
-    attempt: u32,
-) -> Result<()> {
-    let now = crate::clock::now_rfc3339();
-    tx.execute(
-        "UPDATE run_steps SET status = 'running', attempts = ?3,
-                started_at = COALESCE(started_at, ?4)
-         WHERE run_id = ?1 AND step = ?2",
-        params![run_id, step, attempt, now],
-    )?;
-    tx.execute(
-        "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?2)
-         WHERE run_id = ?1 AND status = 'queued'",
-        params![run_id, now],
-    )?;
     Ok(())
 }
 
-/// Records how a step ended and moves its run on: the next pipeline step is enqueued with the
-/// resource as earlier steps left it, or the run ends.
-pub(super) fn advance(
-    tx: &Transaction<'_>,
-    row: &QueueRow,
-    end: &StepEnd<'_>,
-) -> Result<Vec<RunEnded>> {
-    let (status, message) = match end {
-        StepEnd::Result(r) if r.success => (StepStatus::Succeeded, r.message.as_str()),
-        StepEnd::Result(r) => (StepStatus::Failed, r.message.as_str()),
-        StepEnd::Skipped(why) => (StepStatus::Skipped, *why),
-        StepEnd::Rejected(why) => (StepStatus::Failed, *why),
-    };
-    end_step(tx, &row.run_id, row.step, status, message, row.attempts)?;
-    let run: Option<(Option<String>, String, String)> = tx
-        .query_row(
-            "SELECT pipeline, status, event FROM runs WHERE run_id = ?1",
-            [&row.run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+/// A run's pipeline, status and first event; `None` for a run stored before runs had rows.
+pub fn run_state(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Option<(Option<String>, RunStatus, String)>> {
+    let row: Option<(Option<String>, String, String)> = conn
+        .prepare_cached("SELECT pipeline, status, event FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    // Events queued before runs were recorded have no run row.
-    let Some((pipeline, run_status, run_event)) = run else {
-        return Ok(Vec::new());
-    };
-    if RunStatus::from_str(&run_status).is_ok_and(RunStatus::is_final) {
-        return Ok(Vec::new());
-    }
-    if pipeline.is_none() {
-        return conclude_broadcast(tx, &row.run_id);
-    }
-    if status == StepStatus::Failed {
-        let why = format!("step {} ({}) failed: {message}", row.step, row.driver);
-        return Ok(vec![finish_run(tx, &row.run_id, RunStatus::Failed, &why)?]);
-    }
-    let next: Option<String> = tx
-        .query_row(
-            "SELECT driver FROM run_steps WHERE run_id = ?1 AND step = ?2",
-            params![row.run_id, row.step + 1],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(next_driver) = next else {
-        return Ok(vec![finish_run(tx, &row.run_id, RunStatus::Succeeded, "")?]);
-    };
-    let payload = next_payload(tx, row, end, &run_event)?;
-    enqueue(
-        tx,
-        &[NewEvent {
-            driver: next_driver,
-            event: "process".into(),
-            run_id: row.run_id.clone(),
-            message_id: conveyor::new_message_id(),
-            resource_type: row.resource_type.clone(),
-            resource_name: row.resource_name.clone(),
-            pipeline: row.pipeline.clone(),
-            payload,
-            step: row.step + 1,
-        }],
-    )?;
-    set_step(
-        tx,
-        &row.run_id,
-        row.step + 1,
-        StepStatus::Queued,
-        Some("process"),
-    )?;
-    Ok(Vec::new())
+    Ok(row.map(|(p, s, e)| (p, s.parse().unwrap_or(RunStatus::Queued), e)))
 }
 
-/// The next step's payload: the resource as stored now (with every driver result written so
-/// far), as upstream reloads it; for a deleted resource, the run's payload with this step's
-/// result added to its metadata.
-fn next_payload(
-    tx: &Transaction<'_>,
-    row: &QueueRow,
-    end: &StepEnd<'_>,
-    run_event: &str,
-) -> Result<String> {
-    let Ok(mut sent) = serde_json::from_str::<Resource>(&row.payload) else {
-        return Ok(row.payload.clone());
-    };
-    if run_event != "delete"
-        && let Some(current) = read_resource(tx, &row.resource_type, &row.resource_name)?
-        && current.id == sent.id
-    {
-        return Ok(serde_json::to_string(&current)?);
-    }
-    if let StepEnd::Result(r) = end {
-        let entry = conveyor::DriverResult {
-            success: r.success,
-            message: r.message.clone(),
-            data: r.data.clone(),
-            driver: r.driver.clone(),
-        };
-        sent.metadata.insert(
-            format!("driverresults.{}", r.driver),
-            serde_json::to_string(&entry)?,
-        );
-    }
-    Ok(serde_json::to_string(&sent)?)
+/// The driver of a run's step, if the run has that step.
+pub fn step_driver(conn: &Connection, run_id: &str, step: u32) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT driver FROM run_steps WHERE run_id = ?1 AND step = ?2")?
+        .query_row(params![run_id, step], |r| r.get(0))
+        .optional()?)
 }
 
-fn set_step(
-    tx: &Transaction<'_>,
+/// A run's steps: `(step, driver, status, message)`, in order.
+pub fn steps(conn: &Connection, run_id: &str) -> Result<Vec<(u32, String, StepStatus, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT step, driver, status, message FROM run_steps WHERE run_id = ?1 ORDER BY step",
+    )?;
+    Ok(stmt
+        .query_map([run_id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                StepStatus::parse(&r.get::<_, String>(2)?),
+                r.get(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Marks a claimed step as running (its first start is kept).
+pub fn step_started(tx: &Tx<'_>, run_id: &str, step: u32, attempt: u32) -> Result<()> {
+    let now = crate::clock::now_rfc3339();
+    tx.prepare_cached(
+        "UPDATE run_steps SET status = 'running', attempts = ?3,
+                started_at = COALESCE(started_at, ?4)
+         WHERE run_id = ?1 AND step = ?2",
+    )?
+    .execute(params![run_id, step, attempt, now])?;
+    tx.prepare_cached(
+        "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?2)
+         WHERE run_id = ?1 AND status = 'queued'",
+    )?
+    .execute(params![run_id, now])?;
+    Ok(())
+}
+
+/// Stores a result as the result of `step` (the queue row's step, whatever the caller set).
+pub fn insert_result(tx: &Tx<'_>, result: &RunResult, step: u32) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO results (run_id, driver, message_id, event, resource_type, resource_name,
+            success, outcome, failure_kind, message, data, attempts, started_at, finished_at, step)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        result.run_id,
+        result.driver,
+        result.message_id,
+        result.event,
+        result.resource_type,
+        result.resource_name,
+        result.success(),
+        result.outcome.as_str(),
+        result.outcome.failure_kind().map(FailureKind::as_str),
+        result.message,
+        serde_json::to_string(&result.data)?,
+        result.attempts,
+        result.started_at,
+        result.finished_at,
+        step,
+    ])?;
+    Ok(())
+}
+
+/// Sets a step's status (and its event, when given).
+pub fn set_step(
+    tx: &Tx<'_>,
     run_id: &str,
     step: u32,
     status: StepStatus,
@@ -529,8 +376,9 @@ fn set_step(
     Ok(())
 }
 
-fn end_step(
-    tx: &Transaction<'_>,
+/// Records how a step ended.
+pub fn end_step(
+    tx: &Tx<'_>,
     run_id: &str,
     step: u32,
     status: StepStatus,
@@ -553,49 +401,9 @@ fn end_step(
     Ok(())
 }
 
-/// A broadcast run ends when every driver's step has: failed if one failed, superseded if
-/// one was superseded, succeeded otherwise.
-fn conclude_broadcast(tx: &Transaction<'_>, run_id: &str) -> Result<Vec<RunEnded>> {
-    let steps: Vec<(u32, String, String, String)> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT step, driver, status, message FROM run_steps WHERE run_id = ?1 ORDER BY step",
-        )?;
-        stmt.query_map([run_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?
-    };
-    if steps
-        .iter()
-        .any(|(_, _, s, _)| !StepStatus::parse(s).is_final())
-    {
-        return Ok(Vec::new());
-    }
-    let find = |wanted: StepStatus| {
-        steps
-            .iter()
-            .find(|(_, _, s, _)| StepStatus::parse(s) == wanted)
-    };
-    let (status, message) = if let Some((step, driver, _, m)) = find(StepStatus::Failed) {
-        (
-            RunStatus::Failed,
-            format!("step {step} ({driver}) failed: {m}"),
-        )
-    } else if let Some((_, _, _, m)) = find(StepStatus::Superseded) {
-        (RunStatus::Superseded, m.clone())
-    } else {
-        (RunStatus::Succeeded, String::new())
-    };
-    Ok(vec![finish_run(tx, run_id, status, &message)?])
-}
-
-/// Gives a run its final status; steps whose turn never came are skipped.
-fn finish_run(
-    tx: &Transaction<'_>,
-    run_id: &str,
-    status: RunStatus,
-    message: &str,
-) -> Result<RunEnded> {
+/// Gives a run its final status (announced when the transaction commits); steps whose turn
+/// never came are skipped.
+pub fn finish_run(tx: &Tx<'_>, run_id: &str, status: RunStatus, message: &str) -> Result<RunEnded> {
     let now = crate::clock::now_rfc3339();
     tx.execute(
         "UPDATE runs SET status = ?2, message = ?3, finished_at = ?4 WHERE run_id = ?1",
@@ -610,75 +418,63 @@ fn finish_run(
          WHERE run_id = ?1 AND status = 'pending'",
         params![run_id, why, now],
     )?;
-    Ok(RunEnded {
+    let ended = RunEnded {
         runid: run_id.to_string(),
         status,
         message: message.to_string(),
-    })
+    };
+    tx.run_ended(ended.clone());
+    Ok(ended)
 }
 
 impl Store {
-    // ---- pipelines ----
-
-    /// Reads a pipeline.
-    pub fn pipeline(&self, name: &str) -> Result<Option<Pipeline>> {
-        let json: Option<String> = self
-            .conn()
-            .query_row("SELECT json FROM pipelines WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
-    }
-
-    /// Every pipeline, by name.
-    pub fn pipelines(&self) -> Result<Vec<Pipeline>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT json FROM pipelines ORDER BY name")?;
-        let rows: Vec<String> = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows
-            .iter()
-            .map(|j| serde_json::from_str(j))
-            .collect::<std::result::Result<_, _>>()?)
-    }
-
-    /// Inserts a pipeline; `false` when the name is taken.
-    pub fn insert_pipeline(&self, p: &Pipeline) -> Result<bool> {
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO pipelines (name, json) VALUES (?1, ?2)",
-            params![p.name, serde_json::to_string(p)?],
-        )?;
-        Ok(n == 1)
-    }
-
-    /// Replaces a pipeline; `false` when there is none of that name.
-    pub fn replace_pipeline(&self, p: &Pipeline) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE pipelines SET json = ?2 WHERE name = ?1",
-            params![p.name, serde_json::to_string(p)?],
-        )?;
-        Ok(n == 1)
-    }
-
-    /// Deletes a pipeline; `false` when there was none. Runs already started keep the steps
-    /// they started with.
-    pub fn delete_pipeline(&self, name: &str) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM pipelines WHERE name = ?1", [name])?;
-        Ok(n == 1)
+    /// The final results of a run, in the order they were stored.
+    pub fn results(&self, run_id: &str) -> Result<Vec<StoredResult>> {
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT run_id, driver, message_id, event, resource_type, resource_name, success,
+                    outcome, failure_kind, message, data, attempts, started_at, finished_at, step
+             FROM results WHERE run_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([run_id], |r| {
+                    Ok((
+                        RunResult {
+                            run_id: r.get(0)?,
+                            driver: r.get(1)?,
+                            message_id: r.get(2)?,
+                            event: r.get(3)?,
+                            resource_type: r.get(4)?,
+                            resource_name: r.get(5)?,
+                            outcome: stored_outcome(r.get::<_, bool>(6)?, &r.get::<_, String>(7)?),
+                            message: r.get(9)?,
+                            data: serde_json::Value::Null,
+                            attempts: r.get(11)?,
+                            started_at: r.get(12)?,
+                            finished_at: r.get(13)?,
+                        },
+                        r.get::<_, u32>(14)?,
+                        r.get::<_, Option<String>>(10)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        let mut out = Vec::new();
+        for (mut result, step, data) in rows {
+            if let Some(data) = data {
+                result.data = serde_json::from_str(&data)?;
+            }
+            out.push(StoredResult { result, step });
+        }
+        Ok(out)
     }
 
     // ---- runs ----
 
     /// A run with its steps and their results.
     pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let run = {
-            let conn = self.conn();
-            read_run(&conn, run_id)?
-        };
+        let run = self.read(|c| read_run(c, run_id))?;
         let Some(mut run) = run else {
             return Ok(legacy_run(run_id, self.results(run_id)?));
         };
@@ -692,8 +488,7 @@ impl Store {
 
     /// Runs matching `filter`, newest first.
     pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        let ids: Vec<String> = {
-            let conn = self.conn();
+        let ids: Vec<String> = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT run_id FROM runs
                  WHERE (?1 IS NULL OR resource_type = ?1) AND (?2 IS NULL OR resource_name = ?2)
@@ -710,8 +505,9 @@ impl Store {
                 ],
                 |r| r.get(0),
             )?
-            .collect::<rusqlite::Result<_>>()?
-        };
+            .collect::<rusqlite::Result<_>>()
+            .map_err(Into::into)
+        })?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(run) = self.run(&id)? {
@@ -723,14 +519,13 @@ impl Store {
 
     /// A run's status, if the run exists.
     pub fn run_status(&self, run_id: &str) -> Result<Option<RunEnded>> {
-        let row: Option<(String, String)> = self
-            .conn()
-            .query_row(
-                "SELECT status, message FROM runs WHERE run_id = ?1",
-                [run_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+        let row: Option<(String, String)> = self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT status, message FROM runs WHERE run_id = ?1")?
+                    .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?,
             )
-            .optional()?;
+        })?;
         Ok(row.map(|(status, message)| RunEnded {
             runid: run_id.to_string(),
             status: status.parse().unwrap_or(RunStatus::Queued),
@@ -740,11 +535,12 @@ impl Store {
 
     /// How many runs there are with each status.
     pub fn runs_by_status(&self) -> Result<Vec<(RunStatus, u64)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
-        let rows: Vec<(String, u64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows: Vec<(String, u64)> = self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
+            Ok(stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?)
+        })?;
         Ok(rows
             .into_iter()
             .filter_map(|(s, n)| Some((s.parse().ok()?, n)))
@@ -754,8 +550,8 @@ impl Store {
 
 /// A run stored before runs had their own rows: only its results are known.
 fn legacy_run(run_id: &str, results: Vec<StoredResult>) -> Option<RunRecord> {
-    let first = results.first()?.clone();
-    let failed = results.iter().find(|r| !r.success);
+    let first = results.first()?.result.clone();
+    let failed = results.iter().map(|r| &r.result).find(|r| !r.success());
     Some(RunRecord {
         runid: run_id.to_string(),
         resource_type: first.resource_type,
@@ -772,16 +568,17 @@ fn legacy_run(run_id: &str, results: Vec<StoredResult>) -> Option<RunRecord> {
             .unwrap_or_default(),
         created_at: first.started_at.clone(),
         started_at: Some(first.started_at),
-        finished_at: results.iter().map(|r| r.finished_at.clone()).max(),
+        finished_at: results.iter().map(|r| r.result.finished_at.clone()).max(),
         steps: results
             .into_iter()
             .enumerate()
-            .map(|(i, r)| StepRecord {
+            .map(|(i, stored)| (i, stored.result.clone(), stored))
+            .map(|(i, r, stored)| StepRecord {
                 step: i as u32 + 1,
                 name: r.driver.clone(),
                 driver: r.driver.clone(),
                 event: Some(r.event.clone()),
-                status: if r.success {
+                status: if r.success() {
                     StepStatus::Succeeded
                 } else {
                     StepStatus::Failed
@@ -790,7 +587,7 @@ fn legacy_run(run_id: &str, results: Vec<StoredResult>) -> Option<RunRecord> {
                 message: r.message.clone(),
                 started_at: Some(r.started_at.clone()),
                 finished_at: Some(r.finished_at.clone()),
-                result: Some(r),
+                result: Some(stored),
             })
             .collect(),
     })

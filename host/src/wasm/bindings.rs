@@ -1,4 +1,6 @@
-//! Host bindings generated from `wit/driver.wit`.
+//! Host bindings generated from `wit/driver.wit` (documented there).
+
+#![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
     path: "../wit",

@@ -21,22 +21,10 @@ pub struct DriverInfo {
 }
 
 impl DriverInfo {
-    /// Whether the driver wants `event` for resources of type `kind`.
-    pub fn wants(&self, kind: &str, event: &str) -> bool {
-        self.resources.iter().any(|r| r == kind) && self.wants_event(event)
-    }
-
-    /// Whether the driver wants events named `event`.
-    pub fn wants_event(&self, event: &str) -> bool {
-        self.events.is_empty() || self.events.iter().any(|e| e == event || e == "*")
-    }
-
     /// Checks that the name and resource types can serve as NATS subject tokens and consumer
     /// names, as Conveyor requires.
     pub fn validate(&self) -> Result<(), String> {
-        let token_ok = |s: &str| {
-            !s.is_empty() && !s.contains(['.', '*', '>']) && !s.contains(char::is_whitespace)
-        };
+        let token_ok = crate::routing::is_subject_token;
         if !token_ok(&self.name) {
             return Err(format!(
                 "driver name {:?} is not usable: it must be non-empty, without '.', '*', '>' or whitespace",
@@ -161,16 +149,6 @@ mod tests {
             resources: resources.iter().map(|s| s.to_string()).collect(),
             events: events.iter().map(|s| s.to_string()).collect(),
         }
-    }
-
-    #[test]
-    fn event_filter() {
-        let all = info("d", &["pipe"], &[]);
-        assert!(all.wants("pipe", "delete"));
-        assert!(!all.wants("other", "create"));
-        let some = info("d", &["pipe"], &["create"]);
-        assert!(some.wants("pipe", "create"));
-        assert!(!some.wants("pipe", "update"));
     }
 
     #[test]

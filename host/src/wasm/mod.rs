@@ -1,11 +1,10 @@
 //! Everything WebAssembly: the engine and its instance pool, the compiled-component cache and
-//! its compile queue, a
-//! loaded driver, the per-event sandbox with the host side of the WIT imports, a driver's
-//! grants and the redaction of its secrets.
+//! its compile queue, a loaded driver, the per-event sandbox, and the host side of the WIT
+//! imports, one capability per module under [`imports`].
 //!
-//! This module knows nothing of the host's API, SQL or NATS: it reaches the rest of the host
-//! only through the [`LogSink`] and [`ApiClient`] traits, and reads only the per-driver
-//! settings of [`crate::config`].
+//! This module knows nothing of the host's API, SQL, NATS or config file: it reaches the rest
+//! of the host only through the [`LogSink`] and [`ApiClient`] traits, and takes each driver's
+//! [`Limits`] and [`Grants`] as resolved values.
 
 pub mod bindings;
 pub mod cache;
@@ -17,8 +16,8 @@ pub mod imports;
 pub mod redact;
 pub mod sandbox;
 
-pub use driver::{DriverInfo, LoadedDriver};
+pub use driver::DriverInfo;
 pub use grants::Grants;
 pub use imports::client::ApiClient;
-pub use imports::log::LogSink;
-pub use sandbox::{Budget, FailureKind, GuestOutcome, Reconciled, RunContext, RunOutcome, Sandbox};
+pub use imports::log::{LogSink, RunLogger};
+pub use sandbox::{FailureKind, GuestOutcome, Limits, Reconciled, RunContext, RunOutcome, Sandbox};

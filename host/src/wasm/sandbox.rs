@@ -9,20 +9,22 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
+use super::bindings::conveyor::driver::{client, log, types};
 use super::bindings::{Driver, DriverPre, DriverResult, Event, Outcome, WitDriverInfo};
 use super::engine::EPOCH_TICK;
 use super::grants::Grants;
-use super::imports::client::{ApiClient, NoClient};
-use super::imports::http::{Denials, HttpHooks};
+use super::imports::Types;
+use super::imports::client::{ApiClient, ClientCtx, NoClient};
+use super::imports::http::{Denials, HttpCtx};
 use super::imports::log::{LogLimitExceeded, RunLogger};
 use super::imports::stdio::LogStream;
 
-/// The budgets of one call.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
+/// The limits of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
     /// Wall-clock limit, including time blocked in host calls.
     pub timeout: Duration,
     /// CPU limit: time spent executing WebAssembly, counted in epoch ticks.
@@ -31,6 +33,22 @@ pub struct Budget {
     pub memory: u64,
     /// The largest result (message and data), in bytes.
     pub result_size: u64,
+    /// Log lines the driver may write per run (stdout and stderr included).
+    pub log_lines: u32,
+    /// Log bytes (messages and label values) the driver may write per run.
+    pub log_bytes: u64,
+}
+
+impl Limits {
+    /// The limits of an `info()` call, which every driver gets whatever its config.
+    pub const INFO: Limits = Limits {
+        timeout: Duration::from_secs(10),
+        cpu: Duration::from_secs(10),
+        memory: 256 << 20,
+        result_size: 1 << 20,
+        log_lines: 10_000,
+        log_bytes: 1 << 20,
+    };
 }
 
 /// What a run may use besides its budgets.
@@ -82,6 +100,23 @@ impl FailureKind {
             FailureKind::Instantiate => "instantiate",
             FailureKind::InvalidResult => "invalid-result",
         }
+    }
+
+    /// The kind named `s` ([`FailureKind::as_str`]).
+    pub fn parse(s: &str) -> Option<FailureKind> {
+        [
+            FailureKind::Trap,
+            FailureKind::CpuExceeded,
+            FailureKind::WallTimeout,
+            FailureKind::MemoryExceeded,
+            FailureKind::LogLimit,
+            FailureKind::Denied,
+            FailureKind::ResultTooLarge,
+            FailureKind::Instantiate,
+            FailureKind::InvalidResult,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 
     /// Whether another attempt might succeed. A trap, a timeout or running out of memory can
@@ -147,15 +182,17 @@ pub struct Reconciled {
     pub instantiate: Option<Duration>,
 }
 
-/// The per-store state: the WASI context and what the imports need.
+/// The per-store state: one context per capability (see [`super::imports`]), the resource
+/// table WASI and `wasi:http` share, and the memory limiter. It only composes them: each
+/// import is linked with a projection onto its own field.
 pub struct RunState {
     wasi: WasiCtx,
-    http: WasiHttpCtx,
-    hooks: HttpHooks,
     table: ResourceTable,
+    http: HttpCtx,
+    log: RunLogger,
+    client: ClientCtx,
+    types: Types,
     limiter: MemoryLimiter,
-    pub(crate) logger: RunLogger,
-    pub(crate) client: Arc<dyn ApiClient>,
 }
 
 impl WasiView for RunState {
@@ -169,15 +206,9 @@ impl WasiView for RunState {
 
 impl WasiHttpView for RunState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+        self.http.view(&mut self.table)
     }
 }
-
-impl super::bindings::conveyor::driver::types::Host for RunState {}
 
 /// Raised from the epoch callback when the wall-clock deadline has passed.
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +278,9 @@ impl Sandbox {
     /// its WASI context and HTTP hooks.
     pub fn new(engine: Engine) -> wasmtime::Result<Sandbox> {
         let mut linker = Linker::new(&engine);
-        Driver::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)?;
+        types::add_to_linker::<RunState, HasSelf<Types>>(&mut linker, |s| &mut s.types)?;
+        log::add_to_linker::<RunState, HasSelf<RunLogger>>(&mut linker, |s| &mut s.log)?;
+        client::add_to_linker::<RunState, HasSelf<ClientCtx>>(&mut linker, |s| &mut s.client)?;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         Ok(Sandbox { engine, linker })
@@ -275,13 +308,7 @@ impl Sandbox {
             client: Arc::new(NoClient("the API client is not available during info()")),
             grants: Grants::none(),
         };
-        let budget = Budget {
-            timeout: Duration::from_secs(10),
-            cpu: Duration::from_secs(10),
-            memory: 256 << 20,
-            result_size: 1 << 20,
-        };
-        self.call_timed(pre, ctx, budget, |driver, store| {
+        self.call_timed(pre, ctx, Limits::INFO, |driver, store| {
             Box::pin(async move { driver.call_info(store).await })
         })
         .await
@@ -289,25 +316,15 @@ impl Sandbox {
         .map(|(info, _)| info)
     }
 
-    /// Runs `reconcile` for one event in a fresh instance. Secrets are masked in the
-    /// outcome (message, data, failure text) before it leaves the sandbox.
+    /// Runs `reconcile` for one event in a fresh instance, and reports how it ended and how
+    /// long instantiation took. Secrets are masked in the outcome (message, data, failure
+    /// text) before it leaves the sandbox.
     pub async fn reconcile(
         &self,
         pre: &DriverPre<RunState>,
         event: Event,
         ctx: RunContext,
-        budget: Budget,
-    ) -> RunOutcome {
-        self.reconcile_timed(pre, event, ctx, budget).await.outcome
-    }
-
-    /// [`Sandbox::reconcile`], also reporting how long instantiation took.
-    pub async fn reconcile_timed(
-        &self,
-        pre: &DriverPre<RunState>,
-        event: Event,
-        ctx: RunContext,
-        budget: Budget,
+        budget: Limits,
     ) -> Reconciled {
         let redactor = ctx.grants.redactor.clone();
         let (result, instantiate) = self
@@ -345,7 +362,7 @@ impl Sandbox {
         &self,
         pre: &DriverPre<RunState>,
         ctx: RunContext,
-        budget: Budget,
+        budget: Limits,
         f: impl for<'a> FnOnce(
             &'a Driver,
             &'a mut Store<RunState>,
@@ -355,39 +372,32 @@ impl Sandbox {
     ) -> (Result<(R, Vec<String>), RunFailure>, Option<Duration>) {
         let stdout = LogStream::new(ctx.logger.clone(), "stdout");
         let stderr = LogStream::new(ctx.logger.clone(), "stderr");
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        let grants = &ctx.grants;
-        if !grants.env.is_empty() {
-            wasi.envs(&grants.env);
-        }
-        for (host, guest, perms) in &grants.dirs {
-            if let Err(e) = wasi.preopened_dir(host, guest, *perms) {
-                return (
-                    Err(RunFailure {
-                        kind: FailureKind::Instantiate,
-                        message: format!(
-                            "the granted directory {} could not be opened: {e:#}",
-                            host.display()
-                        ),
-                        denials: Vec::new(),
-                    }),
-                    None,
-                );
-            }
-        }
+        let wasi =
+            match super::imports::wasi::context(&ctx.grants.wasi, stdout.clone(), stderr.clone()) {
+                Ok(w) => w,
+                Err(message) => {
+                    return (
+                        Err(RunFailure {
+                            kind: FailureKind::Instantiate,
+                            message,
+                            denials: Vec::new(),
+                        }),
+                        None,
+                    );
+                }
+            };
         let denials = Denials::default();
         let limit = usize::try_from(budget.memory).unwrap_or(usize::MAX);
         let mut store = Store::new(
             &self.engine,
             RunState {
-                wasi: wasi.build(),
-                http: WasiHttpCtx::new(),
-                hooks: HttpHooks::new(grants.http.clone(), denials.clone(), ctx.logger.clone()),
+                wasi,
                 table: ResourceTable::new(),
+                http: HttpCtx::new(ctx.grants.http.clone(), denials.clone(), ctx.logger.clone()),
+                log: ctx.logger,
+                client: ClientCtx::new(ctx.client),
+                types: Types,
                 limiter: MemoryLimiter { limit, used: 0 },
-                logger: ctx.logger,
-                client: ctx.client,
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -481,7 +491,7 @@ pub struct RunFailure {
 }
 
 impl RunFailure {
-    fn timeout(budget: Budget, denials: Vec<String>) -> Self {
+    fn timeout(budget: Limits, denials: Vec<String>) -> Self {
         RunFailure {
             kind: FailureKind::WallTimeout,
             message: format!(
@@ -509,7 +519,7 @@ fn classify(
     stage: Stage,
     e: &wasmtime::Error,
     stderr: &str,
-    budget: Budget,
+    budget: Limits,
     denials: Vec<String>,
 ) -> RunFailure {
     if e.is::<DeadlineExceeded>() {

@@ -1,8 +1,22 @@
-//! The `client` import: the Conveyor API client, answered by whatever [`ApiClient`] the host
-//! was started with (its own store in embedded mode).
+//! The `client` import: the Conveyor API client, answered by whatever [`ApiClient`] the
+//! backend provides (the embedded control plane, or the Conveyor server's REST API).
+
+use std::sync::Arc;
 
 use crate::wasm::bindings::conveyor::driver::client::{ClientError, Created, Host};
-use crate::wasm::sandbox::RunState;
+
+/// The `client` capability of one run: the API client it may call.
+#[derive(Clone)]
+pub struct ClientCtx {
+    client: Arc<dyn ApiClient>,
+}
+
+impl ClientCtx {
+    /// A run's client capability.
+    pub fn new(client: Arc<dyn ApiClient>) -> Self {
+        ClientCtx { client }
+    }
+}
 
 /// The API a driver can call. Implementations must apply the same validation and emit the
 /// same events as the HTTP API.
@@ -52,7 +66,7 @@ impl ApiClient for NoClient {
     }
 }
 
-impl Host for RunState {
+impl Host for ClientCtx {
     async fn get_resource(
         &mut self,
         resource_type: String,
@@ -85,5 +99,17 @@ impl Host for RunState {
         name: String,
     ) -> wasmtime::Result<Result<String, ClientError>> {
         Ok(self.client.get_resource_definition(&name).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn calls_reach_the_backend_client() {
+        let mut ctx = ClientCtx::new(Arc::new(NoClient("not here")));
+        let answer = ctx.get_resource("pipe".into(), "p1".into()).await.unwrap();
+        assert!(matches!(answer, Err(ClientError::Denied(m)) if m == "not here"));
     }
 }

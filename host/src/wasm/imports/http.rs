@@ -16,13 +16,45 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi_http::{
+    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+};
 
 use super::log::RunLogger;
-use crate::config::{HostPattern, HttpGrant};
 
 /// How long a connection attempt may take when the guest sets no timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `wasi:http` capability of one run: wasmtime's HTTP context and this host's hooks,
+/// which enforce the driver's [`HttpPolicy`].
+pub struct HttpCtx {
+    ctx: WasiHttpCtx,
+    hooks: HttpHooks,
+}
+
+impl HttpCtx {
+    /// The capability of a run with this policy; refusals go to `denials` and the run's log.
+    pub fn new(policy: Arc<HttpPolicy>, denials: Denials, logger: RunLogger) -> Self {
+        HttpCtx {
+            ctx: WasiHttpCtx::new(),
+            hooks: HttpHooks {
+                policy,
+                denials,
+                logger,
+            },
+        }
+    }
+
+    /// The view `wasmtime-wasi-http` works on, sharing the store's resource table.
+    pub fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
+        WasiHttpCtxView {
+            ctx: &mut self.ctx,
+            table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
 
 /// A driver's HTTP allow-list, parsed once.
 #[derive(Debug, Clone, Default)]
@@ -32,15 +64,12 @@ pub struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    /// The policy of a config grant. Patterns were validated when the config was loaded.
-    pub fn from_grant(grant: &HttpGrant) -> HttpPolicy {
+    /// A policy allowing `allow`; `allow_private` lets the allowed hosts resolve to
+    /// non-public addresses.
+    pub fn new(allow: Vec<HostPattern>, allow_private: bool) -> HttpPolicy {
         HttpPolicy {
-            allow: grant
-                .allow
-                .iter()
-                .filter_map(|p| HostPattern::parse(p).ok())
-                .collect(),
-            allow_private: grant.allow_private,
+            allow,
+            allow_private,
         }
     }
 
@@ -55,6 +84,78 @@ impl HttpPolicy {
 
     fn address_ok(&self, ip: IpAddr) -> bool {
         self.allow_private || is_public(ip)
+    }
+}
+
+/// One entry of an HTTP allow-list, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// `None` for `*` (any host); a leading `*.` matches any subdomain (not the domain
+    /// itself).
+    host: Option<String>,
+    /// `None` for the default ports (80 and 443); `Some(None)` for `*`.
+    port: Option<Option<u16>>,
+}
+
+impl HostPattern {
+    /// Parses `host`, `host:port`, `*.domain`, `host:*` or `*`.
+    pub fn parse(pattern: &str) -> Result<HostPattern, String> {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        if pattern.contains("://") || pattern.contains('/') {
+            return Err("give a host (and port), not a URL".into());
+        }
+        // An IPv6 literal is written in brackets, so its colons are not a port separator.
+        let (host, port) = match pattern.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && (!h.starts_with('[') || h.ends_with(']')) => {
+                (h.to_string(), Some(p.to_string()))
+            }
+            _ => (pattern.clone(), None),
+        };
+        let port = match port.as_deref() {
+            None => None,
+            Some("*") => Some(None),
+            Some(p) => Some(Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("bad port {p:?}"))?,
+            )),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return Err("the host is empty".into());
+        }
+        let wildcard_body = host.strip_prefix("*.").unwrap_or(&host);
+        if host != "*" && (wildcard_body.is_empty() || wildcard_body.contains('*')) {
+            return Err("`*` may only stand alone or start the name as `*.`".into());
+        }
+        Ok(HostPattern {
+            host: (host != "*").then_some(host),
+            port,
+        })
+    }
+
+    /// Whether a request to `host:port` is allowed by this entry. `host` is lower case,
+    /// without brackets.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            None => port == 80 || port == 443,
+            Some(None) => true,
+            Some(Some(p)) => p == port,
+        };
+        let host_ok = match &self.host {
+            None => true,
+            Some(h) => match h.strip_prefix("*.") {
+                Some(domain) => host
+                    .strip_suffix(domain)
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => h == host,
+            },
+        };
+        port_ok && host_ok
     }
 }
 
@@ -75,21 +176,10 @@ impl Denials {
 }
 
 /// The `wasi:http` hooks of one run.
-pub struct HttpHooks {
+struct HttpHooks {
     policy: Arc<HttpPolicy>,
     denials: Denials,
     logger: RunLogger,
-}
-
-impl HttpHooks {
-    /// Hooks enforcing `policy`, recording refusals in `denials` and the run's log.
-    pub fn new(policy: Arc<HttpPolicy>, denials: Denials, logger: RunLogger) -> Self {
-        HttpHooks {
-            policy,
-            denials,
-            logger,
-        }
-    }
 }
 
 fn deny(denials: &Denials, logger: &RunLogger, what: String) {
@@ -323,13 +413,26 @@ mod tests {
 
     #[test]
     fn policy_needs_allow_private_for_internal_addresses() {
-        let p = HttpPolicy::from_grant(&HttpGrant {
-            allow: vec!["localhost:8080".into()],
-            allow_private: false,
-        });
+        let p = HttpPolicy::new(vec![HostPattern::parse("localhost:8080").unwrap()], false);
         assert!(p.allows("localhost", 8080));
         assert!(!p.allows("localhost", 8081));
         assert!(!p.address_ok("127.0.0.1".parse().unwrap()));
         assert!(HttpPolicy::default().is_empty());
+    }
+
+    #[test]
+    fn host_patterns() {
+        let p = |s: &str| HostPattern::parse(s).unwrap();
+        assert!(p("api.github.com").matches("api.github.com", 443));
+        assert!(!p("api.github.com").matches("api.github.com", 8080));
+        assert!(p("api.github.com:8080").matches("api.github.com", 8080));
+        assert!(p("*.example.com").matches("a.b.example.com", 80));
+        assert!(!p("*.example.com").matches("example.com", 80));
+        assert!(!p("*.example.com").matches("badexample.com", 80));
+        assert!(p("127.0.0.1:*").matches("127.0.0.1", 9));
+        assert!(p("[::1]:8080").matches("::1", 8080));
+        assert!(p("*").matches("anything", 443));
+        assert!(HostPattern::parse("a*.com").is_err());
+        assert!(HostPattern::parse("x.com:0").is_err());
     }
 }

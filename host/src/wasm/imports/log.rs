@@ -1,4 +1,5 @@
-//! The `log` import: the run's logger.
+//! The `log` import: the run's logger, which is also the capability's context: the guest's
+//! lines, its stdout and stderr and the host's own notes about the run all go through it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::conveyor::Log;
 use crate::wasm::bindings::conveyor::driver::log::Host;
 use crate::wasm::redact::Redactor;
-use crate::wasm::sandbox::RunState;
 
 /// Where stamped log lines go (the host's log pipeline).
 pub trait LogSink: Send + Sync {
@@ -162,15 +162,13 @@ impl LogSink for TracingSink {
     }
 }
 
-impl Host for RunState {
+impl Host for RunLogger {
     async fn log(
         &mut self,
         labels: Vec<(String, String)>,
         message: String,
     ) -> wasmtime::Result<()> {
-        self.logger
-            .log(labels, message)
-            .map_err(wasmtime::Error::new)
+        RunLogger::log(self, labels, message).map_err(wasmtime::Error::new)
     }
 }
 
@@ -229,5 +227,16 @@ mod tests {
         assert!(texts[2].contains("log budget"), "{texts:?}");
         assert_eq!(texts[3], "host ***");
         assert_eq!(texts.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_import_stops_the_run_past_the_budget() {
+        let sink = Arc::new(Collect::default());
+        let mut logger = RunLogger::new(sink.clone(), "d", "R", None).with_budget(1, 1000);
+        Host::log(&mut logger, vec![], "one".into()).await.unwrap();
+        let err = Host::log(&mut logger, vec![], "two".into())
+            .await
+            .unwrap_err();
+        assert!(err.is::<LogLimitExceeded>(), "{err}");
     }
 }

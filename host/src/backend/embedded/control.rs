@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pipeline;
 use crate::conveyor::{self, CreatedResponse, Pipeline, Resource, ResourceDefinition};
-use crate::events::embedded::EmbeddedQueue;
 use crate::registry::Registry;
-use crate::store::{NewRun, NewStep, Store, StoreError};
+use crate::store::{NewRun, NewStep, Store, StoreError, resources};
 use crate::wasm::ApiClient;
 use crate::wasm::bindings::{ClientError, Created};
 
@@ -49,7 +49,6 @@ pub struct Change<T> {
 pub struct Resources {
     store: Arc<Store>,
     registry: Arc<Registry>,
-    queue: Arc<EmbeddedQueue>,
     load_wait: Duration,
 }
 
@@ -57,16 +56,10 @@ impl Resources {
     /// The control plane over a store, sending events to the drivers in `registry`. Changes
     /// made while the drivers found at start are still loading wait for them, up to
     /// `load_wait` (see [`Resources::drivers_settled`]).
-    pub fn new(
-        store: Arc<Store>,
-        registry: Arc<Registry>,
-        queue: Arc<EmbeddedQueue>,
-        load_wait: Duration,
-    ) -> Self {
+    pub fn new(store: Arc<Store>, registry: Arc<Registry>, load_wait: Duration) -> Self {
         Resources {
             store,
             registry,
-            queue,
             load_wait,
         }
     }
@@ -76,13 +69,7 @@ impl Resources {
     /// JavaScript driver takes seconds, and without this wait a resource created meanwhile
     /// would never reach it. Every resource change starts here; it costs nothing once loaded.
     async fn drivers_settled(&self) {
-        if self.registry.initial_load_is_done() {
-            return;
-        }
-        if tokio::time::timeout(self.load_wait, self.registry.initial_load_done())
-            .await
-            .is_err()
-        {
+        if !self.registry.startup_settled(self.load_wait).await {
             tracing::warn!(
                 files = ?self.registry.loading().iter().map(|l| l.file.display().to_string()).collect::<Vec<_>>(),
                 "drivers are still loading after {}; the change goes to the drivers loaded so far",
@@ -193,13 +180,19 @@ impl Resources {
         res.metadata = BTreeMap::from([("version".to_string(), "1".to_string())]);
         let run_id = conveyor::new_run_id();
         let run = self.run_for(&res, "create", &run_id, pipeline.as_ref());
-        if !self.store.insert_resource(&res, &run)? {
+        let inserted = self.store.write(|tx| {
+            if !resources::insert(tx, &res)? {
+                return Ok(false);
+            }
+            pipeline::start_run(tx, &run)?;
+            Ok(true)
+        })?;
+        if !inserted {
             return Err(ServiceError::Conflict(format!(
                 "Failed to insert resource: resource with name {} and type {} already exists",
                 res.name, res.resource
             )));
         }
-        self.queue.wake();
         Ok(CreatedResponse {
             message: "Resource created successfully".into(),
             name: res.name,
@@ -250,29 +243,32 @@ impl Resources {
         self.validate_spec(kind, &body.spec)?;
         let run_id = conveyor::new_run_id();
         let pipeline = self.pipeline_of(kind, name)?;
-        let updated = self.store.update_resource(
-            kind,
-            name,
-            |current| {
-                let mut metadata = body.metadata;
-                metadata.insert("version".into(), (current.version() + 1).to_string());
-                Resource {
-                    id: current.id,
-                    name: name.to_string(),
-                    pipeline: current.pipeline,
-                    resource: kind.to_string(),
-                    metadata,
-                    spec: body.spec,
-                }
-            },
-            |new| self.run_for(new, "update", &run_id, pipeline.as_ref()),
-        )?;
+        let updated = self.store.write(|tx| {
+            let Some(current) = resources::read(tx, kind, name)? else {
+                return Ok(None);
+            };
+            let mut metadata = body.metadata;
+            metadata.insert("version".into(), (current.version() + 1).to_string());
+            let new = Resource {
+                id: current.id,
+                name: name.to_string(),
+                pipeline: current.pipeline,
+                resource: kind.to_string(),
+                metadata,
+                spec: body.spec,
+            };
+            resources::replace(tx, &new)?;
+            pipeline::start_run(
+                tx,
+                &self.run_for(&new, "update", &run_id, pipeline.as_ref()),
+            )?;
+            Ok(Some(new))
+        })?;
         let value = updated.ok_or_else(|| {
             ServiceError::NotFound(format!(
                 "Failed to update resource: resource with name {name} and type {kind} not found"
             ))
         })?;
-        self.queue.wake();
         Ok(Change { value, run_id })
     }
 
@@ -282,11 +278,18 @@ impl Resources {
         self.drivers_settled().await;
         let run_id = conveyor::new_run_id();
         let pipeline = self.pipeline_of(kind, name)?;
-        let deleted = self.store.delete_resource(kind, name, |old| {
-            self.run_for(old, "delete", &run_id, pipeline.as_ref())
+        let deleted = self.store.write(|tx| {
+            let Some(current) = resources::read(tx, kind, name)? else {
+                return Ok(None);
+            };
+            resources::delete(tx, kind, name)?;
+            pipeline::start_run(
+                tx,
+                &self.run_for(&current, "delete", &run_id, pipeline.as_ref()),
+            )?;
+            Ok(Some(current))
         })?;
         let value = deleted.ok_or_else(|| resource_not_found(kind, name))?;
-        self.queue.wake();
         Ok(Change { value, run_id })
     }
 
@@ -337,12 +340,12 @@ impl Resources {
         pipeline: Option<&Pipeline>,
     ) -> NewRun {
         // A Resource is strings, string maps and a JSON value: it always serialises.
-        let payload = serde_json::to_string(res).expect("a resource serialises to JSON");
+        let payload = serde_json::to_string(res).unwrap_or_default();
         let mut failure = None;
         let (pipeline_name, steps) = if res.pipeline.is_empty() {
             let steps = self
                 .registry
-                .interested(&res.resource, event)
+                .wanting(&res.resource, event)
                 .into_iter()
                 .map(|driver| NewStep {
                     name: driver.clone(),

@@ -13,22 +13,17 @@
 //! the first time does not hold up a small Rust driver, nor the API (the host serves while it
 //! compiles, and lists the file as `loading`). Loads of the same file are applied in order.
 
-use std::collections::{BTreeMap, HashMap};
+mod watch;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use notify_debouncer_mini::notify::RecursiveMode;
-use tokio_util::sync::CancellationToken;
-
+use crate::keyed_lock::KeyedLocks;
 use crate::wasm::cache::ComponentCache;
 use crate::wasm::driver::{self, LoadedDriver};
 use crate::wasm::{LogSink, Sandbox};
-
-/// How long the directory must be quiet before changes are applied, so that a file being
-/// copied in is loaded once, whole.
-const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// A driver file that could not be loaded.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,35 +34,6 @@ pub struct LoadFailure {
     pub error: String,
     /// When it was tried (RFC 3339).
     pub at: String,
-}
-
-/// Run counters of one driver, kept across reloads.
-#[derive(Debug, Default)]
-pub struct RunCounters {
-    /// Runs started.
-    pub started: AtomicU64,
-    /// Runs that ended in success.
-    pub succeeded: AtomicU64,
-    /// Runs that ended in a final failure.
-    pub failed: AtomicU64,
-    /// Runs that ended with the event put back for another attempt.
-    pub retried: AtomicU64,
-    /// Runs in flight now.
-    pub in_flight: AtomicU64,
-}
-
-impl RunCounters {
-    /// The counters as JSON.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        serde_json::json!({
-            "started": get(&self.started),
-            "succeeded": get(&self.succeeded),
-            "failed": get(&self.failed),
-            "retried": get(&self.retried),
-            "in_flight": get(&self.in_flight),
-        })
-    }
 }
 
 #[derive(Default)]
@@ -94,11 +60,10 @@ pub struct Registry {
     cache: ComponentCache,
     sink: Arc<dyn LogSink>,
     state: RwLock<State>,
-    counters: RwLock<HashMap<String, Arc<RunCounters>>>,
     changes: tokio::sync::watch::Sender<u64>,
     /// One lock per file: loads of one file are applied in order, so a slow load cannot
     /// overwrite a newer one, while different files load in parallel.
-    load_locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    load_locks: Arc<KeyedLocks<PathBuf>>,
     /// Whether the files found at start have all been loaded (or failed).
     initial_load: tokio::sync::watch::Sender<bool>,
 }
@@ -117,23 +82,25 @@ impl Registry {
             cache,
             sink,
             state: RwLock::default(),
-            counters: RwLock::default(),
             changes: tokio::sync::watch::channel(0).0,
-            load_locks: std::sync::Mutex::default(),
+            load_locks: Arc::default(),
             initial_load: tokio::sync::watch::channel(false).0,
         }
     }
 
-    /// Waits until every file found by [`Registry::load_all`] has been loaded or has failed.
-    pub async fn initial_load_done(&self) {
+    /// Waits, at most `max`, until every file found by [`Registry::load_all`] has been loaded
+    /// or has failed; `false` when they are still loading after `max`. Free once they have.
+    /// A change's events go to the drivers loaded when it is made, so whoever routes changes
+    /// waits here first: a first compile of a Python or JavaScript driver takes seconds.
+    pub async fn startup_settled(&self, max: Duration) -> bool {
+        if *self.initial_load.borrow() {
+            return true;
+        }
         let mut done = self.initial_load.subscribe();
         // The sender lives as long as the registry, so this only ends when the load does.
-        let _ = done.wait_for(|d| *d).await;
-    }
-
-    /// Whether the files found at start are all settled.
-    pub fn initial_load_is_done(&self) -> bool {
-        *self.initial_load.borrow()
+        tokio::time::timeout(max, done.wait_for(|d| *d))
+            .await
+            .is_ok()
     }
 
     /// Starts loading every `*.wasm` in the directory, each file on its own, and returns at
@@ -175,23 +142,12 @@ impl Registry {
     /// Brings one file's driver in line with the file: loads it if it exists, unloads it if
     /// it is gone.
     pub async fn reload(&self, file: &Path) {
-        let lock = self
-            .load_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(file.to_path_buf())
-            .or_default()
-            .clone();
-        let _order = lock.lock().await;
+        // Temporary files come and go: a file's lock is forgotten once no load holds or
+        // waits for it.
+        let _order = self.load_locks.clone().lock(file.to_path_buf()).await;
         if !file.is_file() {
             self.write().loading.remove(file);
             self.unload(file);
-            // Temporary files come and go: forget the lock of a file that is gone (a load
-            // that is waiting for it keeps its own handle).
-            self.load_locks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(file);
             return;
         }
         self.write()
@@ -226,49 +182,6 @@ impl Registry {
                 self.fail(file.to_path_buf(), error);
             }
         }
-    }
-
-    /// Watches the directory until `shutdown`, applying changes as they settle.
-    pub fn watch(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
-        let mut debouncer = notify_debouncer_mini::new_debouncer(
-            DEBOUNCE,
-            move |events: notify_debouncer_mini::DebounceEventResult| match events {
-                Ok(events) => {
-                    let _ = tx.send(events.into_iter().map(|e| e.path).collect());
-                }
-                Err(e) => tracing::warn!(error = %e, "watching drivers_dir failed"),
-            },
-        )?;
-        debouncer
-            .watcher()
-            .watch(&self.dir, RecursiveMode::NonRecursive)?;
-        tokio::spawn(async move {
-            // The debouncer stops watching when dropped, so this task owns it.
-            let _debouncer = debouncer;
-            loop {
-                let paths = tokio::select! {
-                    p = rx.recv() => match p {
-                        Some(p) => p,
-                        None => break,
-                    },
-                    _ = shutdown.cancelled() => break,
-                };
-                let mut paths: Vec<PathBuf> =
-                    paths.into_iter().filter(|p| is_driver_file(p)).collect();
-                paths.sort();
-                paths.dedup();
-                // Each file on its own, as at start: a Python component compiling does not
-                // hold up a Rust driver replaced in the same batch. The per-file lock keeps
-                // one file's loads in order.
-                for p in paths {
-                    tracing::info!(file = %p.display(), "drivers_dir changed");
-                    let registry = self.clone();
-                    tokio::spawn(async move { registry.reload(&p).await });
-                }
-            }
-        });
-        Ok(())
     }
 
     fn serving_from(&self, file: &Path) -> Option<Arc<LoadedDriver>> {
@@ -379,32 +292,14 @@ impl Registry {
         self.read().failures.values().cloned().collect()
     }
 
-    /// The drivers that want `event` for resources of type `kind`.
-    pub fn interested(&self, kind: &str, event: &str) -> Vec<String> {
+    /// The drivers that want `event` for resources of type `kind` (see [`crate::routing`]).
+    pub fn wanting(&self, kind: &str, event: &str) -> Vec<String> {
         self.read()
             .drivers
             .values()
-            .filter(|d| d.info.wants(kind, event))
+            .filter(|d| crate::routing::wants(&d.info, kind, event))
             .map(|d| d.info.name.clone())
             .collect()
-    }
-
-    /// A driver's run counters (created on first use; kept across reloads).
-    pub fn counters(&self, name: &str) -> Arc<RunCounters> {
-        if let Some(c) = self
-            .counters
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return c.clone();
-        }
-        self.counters
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
-            .or_default()
-            .clone()
     }
 
     /// A receiver that sees a new value whenever a driver is added, replaced or removed.
@@ -422,6 +317,7 @@ impl Drop for LoadingMark<'_> {
     }
 }
 
+/// Whether a path names a driver component.
 fn is_driver_file(p: &Path) -> bool {
     p.extension().is_some_and(|x| x == "wasm")
 }

@@ -1,18 +1,18 @@
-//! The log pipeline: every driver line (from the `log` import, or the guest's stdout and
-//! stderr) is stamped, stored in order, and then handed to live subscribers.
+//! The embedded log pipeline: every driver line (from the `log` import, or the guest's stdout
+//! and stderr) is stored in order, and then handed to live subscribers.
 //!
 //! One writer task owns the order: it batches lines into one SQLite transaction, and only
 //! after the commit broadcasts them with their sequence numbers. A subscriber that replays the
 //! store and then follows the broadcast can therefore drop every live line whose sequence
 //! number it has already replayed: no gap, no duplicate.
 
-pub mod nats;
-
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::backend::LogPipeline;
 use crate::conveyor::Log;
+use crate::metrics::Metrics;
 use crate::store::{LogFilter, Store, StoreError, StoredLog};
 use crate::wasm::LogSink;
 
@@ -24,14 +24,6 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
-/// Where a run's log lines go: a [`LogSink`] that can also wait until every line written so
-/// far has reached its destination, so a result is never published before its logs.
-#[async_trait::async_trait]
-pub trait LogPipeline: LogSink {
-    /// Waits until every line written before the call is stored or published.
-    async fn flush(&self);
-}
-
 /// The host's log pipeline in embedded mode: SQLite plus live subscribers.
 pub struct LogHub {
     tx: mpsc::UnboundedSender<Command>,
@@ -41,10 +33,10 @@ pub struct LogHub {
 
 impl LogHub {
     /// Starts the writer task. It runs until every `LogHub` handle is dropped.
-    pub fn start(store: Arc<Store>) -> Arc<LogHub> {
+    pub fn start(store: Arc<Store>, metrics: Arc<Metrics>) -> Arc<LogHub> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
-        tokio::spawn(write_loop(rx, store.clone(), live.clone()));
+        tokio::spawn(write_loop(rx, store.clone(), live.clone(), metrics));
         Arc::new(LogHub { tx, live, store })
     }
 
@@ -81,6 +73,7 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Command>,
     store: Arc<Store>,
     live: broadcast::Sender<Arc<StoredLog>>,
+    metrics: Arc<Metrics>,
 ) {
     let mut commands = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut commands, BATCH).await > 0 {
@@ -97,7 +90,7 @@ async fn write_loop(
             match store.append_logs(lines) {
                 Ok(stored) => {
                     for line in &stored {
-                        crate::metrics::METRICS
+                        metrics
                             .log_lines
                             .with_label_values(&[line.log.driver.as_str()])
                             .inc();

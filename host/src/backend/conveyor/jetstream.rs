@@ -2,8 +2,8 @@
 //! and JSON (`conveyor-protocol.md` §1, §2).
 //!
 //! Per driver, a durable pull consumer on stream `messages`, named after the driver, filtered
-//! on `resources.<r>` and `drivers.<name>.resources.<r>` for each resource type it listens to,
-//! with explicit acks. Several hosts serving the same driver bind to the same durable consumer
+//! on the subjects [`crate::routing::filter_subjects`] gives (`resources.<r>` and
+//! `drivers.<name>.resources.<r>` for each resource type it listens to), with explicit acks. Several hosts serving the same driver bind to the same durable consumer
 //! and JetStream shares the messages between them.
 //!
 //! Unlike upstream's runtimes, which ack before the work, a message is acknowledged only after
@@ -19,17 +19,53 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 
-use super::{Delivery, EventSource, Settlement, SourceError};
-use crate::config::{DriverSettings, EventsConfig};
-use crate::conveyor::{self, Resource};
+use crate::backend::{Delivery, EventSource, Settlement};
+use crate::config::EventsConfig;
+use crate::conveyor::{MESSAGES_STREAM, RESULT_SUBJECT, Resource};
+use crate::manager::DriverPolicy;
+use crate::result::RunResult;
 use crate::wasm::DriverInfo;
 
-/// The stream upstream's server creates for resource and pipeline-step messages.
-pub const MESSAGES_STREAM: &str = "messages";
-/// Where driver results go, for the server's pipeline engine.
-pub const RESULT_SUBJECT: &str = "pipelines.driver.result";
 /// How long one pull request waits for a message before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// Why the JetStream source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JetStreamError {
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS at {url} (events.url)")]
+    Connect {
+        /// The configured URL.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The driver's durable consumer could not be created or bound.
+    #[error("cannot create consumer {driver}")]
+    Consumer {
+        /// The driver.
+        driver: String,
+        /// What JetStream said.
+        #[source]
+        source: async_nats::jetstream::stream::ConsumerError,
+    },
+    /// `next` was called for a driver that was never attached.
+    #[error("driver {0} is not attached")]
+    NotAttached(String),
+    /// The result could not be encoded.
+    #[error("cannot encode the result")]
+    Encode(#[source] serde_json::Error),
+    /// The result could not be published.
+    #[error("cannot publish the result")]
+    Publish(#[source] async_nats::jetstream::context::PublishError),
+    /// JetStream did not confirm storing the result.
+    #[error("JetStream did not store the result")]
+    Stored(#[source] async_nats::jetstream::context::PublishError),
+    /// The message could not be acknowledged.
+    #[error("ack failed")]
+    Ack(#[source] async_nats::Error),
+}
 
 /// A connection to a Conveyor deployment's NATS.
 pub struct NatsSource {
@@ -54,7 +90,7 @@ impl Drop for NatsToken {
 impl NatsSource {
     /// Connects to NATS (waiting for it if it is not up yet), with TLS when configured.
     /// Reconnection after an outage is automatic.
-    pub async fn connect(config: &EventsConfig) -> anyhow::Result<NatsSource> {
+    pub async fn connect(config: &EventsConfig) -> Result<NatsSource, JetStreamError> {
         let mut options = async_nats::ConnectOptions::new()
             .name("conveyor-host")
             .retry_on_initial_connect()
@@ -80,7 +116,10 @@ impl NatsSource {
         let client = options
             .connect(url)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url} (events.url): {e}"))?;
+            .map_err(|source| JetStreamError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
         Ok(NatsSource {
             js: jetstream::new(client.clone()),
             client,
@@ -94,13 +133,13 @@ impl NatsSource {
         self.client.clone()
     }
 
-    fn consumer(&self, driver: &str) -> Result<consumer::PullConsumer, SourceError> {
+    fn consumer(&self, driver: &str) -> Result<consumer::PullConsumer, JetStreamError> {
         self.consumers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(driver)
             .cloned()
-            .ok_or_else(|| SourceError::Nats(format!("driver {driver} is not attached")))
+            .ok_or_else(|| JetStreamError::NotAttached(driver.to_string()))
     }
 
     fn keep_alive(&self, message: &jetstream::Message) -> tokio::task::JoinHandle<()> {
@@ -119,22 +158,15 @@ impl NatsSource {
     async fn publish_result(
         &self,
         delivery: &Delivery<NatsToken>,
-        result: &crate::store::StoredResult,
-    ) -> Result<(), SourceError> {
-        let resource: Resource = serde_json::from_str(&delivery.payload)
-            .map_err(|e| SourceError::Nats(format!("payload no longer parses: {e}")))?;
+        result: &RunResult,
+    ) -> Result<(), JetStreamError> {
         let event = serde_json::json!({
             "event": "driver.result",
             "run_id": delivery.run_id,
-            "resource": resource,
-            "driverresult": conveyor::DriverResult {
-                success: result.success,
-                message: result.message.clone(),
-                data: result.data.clone(),
-                driver: result.driver.clone(),
-            },
+            "resource": delivery.resource,
+            "driverresult": result.driver_result(),
         });
-        let body = serde_json::to_vec(&event).map_err(|e| SourceError::Nats(e.to_string()))?;
+        let body = serde_json::to_vec(&event).map_err(JetStreamError::Encode)?;
         // The id makes JetStream drop a second copy published after a crash between the
         // publish and the ack (within the stream's duplicate window).
         let mut headers = async_nats::HeaderMap::new();
@@ -149,10 +181,34 @@ impl NatsSource {
         self.js
             .publish_with_headers(RESULT_SUBJECT, headers, body.into())
             .await
-            .map_err(|e| SourceError::Nats(format!("cannot publish the result: {e}")))?
+            .map_err(JetStreamError::Publish)?
             .await
-            .map_err(|e| SourceError::Nats(format!("JetStream did not store the result: {e}")))?;
+            .map_err(JetStreamError::Stored)?;
         Ok(())
+    }
+}
+
+impl NatsSource {
+    /// Publishes the result and, once JetStream has stored it, acknowledges the message with
+    /// `kind` and waits for the server to confirm the ack.
+    async fn finish(
+        &self,
+        delivery: &Delivery<NatsToken>,
+        result: &RunResult,
+        kind: AckKind,
+    ) -> Result<(), JetStreamError> {
+        let message = &delivery.token.message;
+        if let Err(e) = self.publish_result(delivery, result).await {
+            // Try again soon rather than after ack_wait; the reconcile runs again.
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return Err(e);
+        }
+        message
+            .double_ack_with(kind)
+            .await
+            .map_err(JetStreamError::Ack)
     }
 }
 
@@ -167,8 +223,19 @@ struct DriverMessage {
     run_id: String,
 }
 
+#[derive(Debug)]
+/// What a usable message carries: the event, the payload as text and parsed, the run id and
+/// the message id.
+struct Message {
+    event: String,
+    payload: String,
+    resource: Resource,
+    run_id: String,
+    id: String,
+}
+
 /// Reads a message body, or says why it cannot be used.
-fn parse(body: &[u8]) -> Result<(String, String, String, String), String> {
+fn parse(body: &[u8]) -> Result<Message, String> {
     let m: DriverMessage =
         serde_json::from_slice(body).map_err(|e| format!("not a DriverMessage: {e}"))?;
     let payload = match m.payload {
@@ -188,17 +255,24 @@ fn parse(body: &[u8]) -> Result<(String, String, String, String), String> {
     if m.event.is_empty() {
         return Err("the message has no event".into());
     }
-    Ok((m.event, payload, m.run_id, m.id))
+    Ok(Message {
+        event: m.event,
+        payload,
+        resource,
+        run_id: m.run_id,
+        id: m.id,
+    })
 }
 
 impl EventSource for NatsSource {
     type Token = NatsToken;
+    type Error = JetStreamError;
 
     async fn attach(
         &self,
         driver: &DriverInfo,
-        settings: &DriverSettings,
-    ) -> Result<(), SourceError> {
+        policy: &DriverPolicy,
+    ) -> Result<(), JetStreamError> {
         let stream = loop {
             match self.js.get_stream(MESSAGES_STREAM).await {
                 Ok(s) => break s,
@@ -212,16 +286,7 @@ impl EventSource for NatsSource {
                 }
             }
         };
-        let filter_subjects = driver
-            .resources
-            .iter()
-            .flat_map(|r| {
-                [
-                    format!("resources.{r}"),
-                    format!("drivers.{}.resources.{r}", driver.name),
-                ]
-            })
-            .collect();
+        let filter_subjects = crate::routing::filter_subjects(driver);
         let config = consumer::pull::Config {
             durable_name: Some(driver.name.clone()),
             name: Some(driver.name.clone()),
@@ -232,13 +297,24 @@ impl EventSource for NatsSource {
             deliver_policy: consumer::DeliverPolicy::All,
             // The host decides when to give up (max_attempts) and publishes a final result
             // then; this bound only stops a message that crashes every host from looping.
-            max_deliver: i64::from(settings.max_attempts.saturating_mul(2).saturating_add(3)),
-            max_ack_pending: 1000.max(i64::from(settings.concurrency) * 16),
+            max_deliver: i64::from(
+                policy
+                    .retry
+                    .max_attempts
+                    .saturating_mul(2)
+                    .saturating_add(3),
+            ),
+            max_ack_pending: 1000.max(i64::from(policy.concurrency) * 16),
             ..Default::default()
         };
-        let consumer = stream.create_consumer(config).await.map_err(|e| {
-            SourceError::Nats(format!("cannot create consumer {}: {e}", driver.name))
-        })?;
+        let consumer =
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|source| JetStreamError::Consumer {
+                    driver: driver.name.clone(),
+                    source,
+                })?;
         tracing::info!(driver = %driver.name, "attached to JetStream consumer");
         self.consumers
             .lock()
@@ -247,7 +323,7 @@ impl EventSource for NatsSource {
         Ok(())
     }
 
-    async fn next(&self, driver: &str) -> Result<Delivery<NatsToken>, SourceError> {
+    async fn next(&self, driver: &str) -> Result<Delivery<NatsToken>, JetStreamError> {
         let consumer = self.consumer(driver)?;
         loop {
             // One message per free slot: nothing waits in a local buffer while its ack timer
@@ -280,15 +356,16 @@ impl EventSource for NatsSource {
                     .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
                     .unwrap_or(1);
                 match parse(&message.payload) {
-                    Ok((event, payload, run_id, message_id)) => {
+                    Ok(m) => {
                         let progress = self.keep_alive(&message);
                         return Ok(Delivery {
                             token: NatsToken { message, progress },
                             driver: driver.to_string(),
-                            event,
-                            payload,
-                            run_id,
-                            message_id,
+                            event: m.event,
+                            payload: m.payload,
+                            resource: m.resource,
+                            run_id: m.run_id,
+                            message_id: m.id,
                             attempt,
                         });
                     }
@@ -312,42 +389,16 @@ impl EventSource for NatsSource {
         &self,
         delivery: Delivery<NatsToken>,
         settlement: Settlement,
-    ) -> Result<(), SourceError> {
+    ) -> Result<(), JetStreamError> {
         let message = &delivery.token.message;
-        let ack = |kind| async move {
-            message
-                .ack_with(kind)
-                .await
-                .map_err(|e| SourceError::Nats(format!("ack failed: {e}")))
-        };
+        let ack = |kind| async move { message.ack_with(kind).await.map_err(JetStreamError::Ack) };
         match settlement {
-            Settlement::Done { result, exhausted } => {
-                if let Err(e) = self.publish_result(&delivery, &result).await {
-                    // Try again soon rather than after ack_wait; the reconcile runs again.
-                    let _ = ack(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                    return Err(e);
-                }
-                let kind = if exhausted {
-                    AckKind::Term
-                } else {
-                    AckKind::Ack
-                };
-                message
-                    .double_ack_with(kind)
-                    .await
-                    .map_err(|e| SourceError::Nats(format!("ack failed: {e}")))?;
-            }
+            // A transient failure that ran out of attempts is terminated, so JetStream
+            // records that the host gave up on it.
+            Settlement::Done(result) => self.finish(&delivery, &result, AckKind::Ack).await?,
+            Settlement::GaveUp(result) => self.finish(&delivery, &result, AckKind::Term).await?,
             Settlement::Retry { delay } => ack(AckKind::Nak(Some(delay))).await?,
             Settlement::Skip => ack(AckKind::Ack).await?,
-            Settlement::Reject { reason } => {
-                tracing::warn!(
-                    driver = %delivery.driver,
-                    message_id = %delivery.message_id,
-                    %reason,
-                    "terminating an unusable message"
-                );
-                ack(AckKind::Term).await?;
-            }
         }
         Ok(())
     }
@@ -360,14 +411,15 @@ mod tests {
     #[test]
     fn accepts_string_and_object_payloads() {
         let go = br#"{"event":"create","payload":"{\"id\":\"u\",\"name\":\"p1\",\"resource\":\"pipe\",\"metadata\":{\"version\":\"1\"},\"spec\":{}}","id":"abc","run_id":"R"}"#;
-        let (event, payload, run, id) = parse(go).unwrap();
+        let m = parse(go).unwrap();
         assert_eq!(
-            (event.as_str(), run.as_str(), id.as_str()),
+            (m.event.as_str(), m.run_id.as_str(), m.id.as_str()),
             ("create", "R", "abc")
         );
-        assert!(payload.contains("\"name\":\"p1\""));
+        assert!(m.payload.contains("\"name\":\"p1\""));
+        assert_eq!(m.resource.name, "p1");
         let sdd = br#"{"event":"process","payload":{"name":"p1","resource":"pipe","spec":{}},"id":"abc","run_id":"R"}"#;
-        assert_eq!(parse(sdd).unwrap().0, "process");
+        assert_eq!(parse(sdd).unwrap().event, "process");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
-use super::LogPipeline;
+use crate::backend::LogPipeline;
 use crate::conveyor::Log;
 use crate::wasm::LogSink;
 

@@ -1,7 +1,14 @@
-//! The host configuration file (`host.toml`): its model, defaults and validation.
+//! The host configuration file (`host.toml`): its model and defaults ([`Config`]), its units,
+//! the drivers' environment and secrets, the checks, and the resolution of the model into
+//! what the rest of the host takes (see [`resolve`]).
 //!
 //! Every error names the key at fault (for example `defaults.timeout`) and the file, so a typo
 //! never turns into a silently ignored setting.
+
+mod checks;
+mod resolve;
+mod secrets;
+mod units;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +16,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+pub use resolve::DriverSettings;
+pub use secrets::{EnvSource, Secret, SecretSource};
 
 /// A configuration error: the file, and what is wrong with which key.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +89,10 @@ pub struct RunsConfig {
     /// How long an event waits for a driver that is not loaded (a pipeline step naming a
     /// driver that is not there, or an event queued before its driver was removed) before
     /// its step fails, and with it the run.
-    #[serde(default = "default_missing_driver_wait", deserialize_with = "duration")]
+    #[serde(
+        default = "default_missing_driver_wait",
+        deserialize_with = "units::duration"
+    )]
     pub missing_driver_wait: Duration,
 }
 
@@ -133,7 +146,7 @@ pub struct EventsConfig {
     pub tls: Option<NatsTls>,
     /// How long JetStream waits for an ack before redelivering (`nats` source). Running
     /// reconciles send in-progress acks well within it.
-    #[serde(default = "default_ack_wait", deserialize_with = "duration")]
+    #[serde(default = "default_ack_wait", deserialize_with = "units::duration")]
     pub ack_wait: Duration,
 }
 
@@ -187,23 +200,23 @@ impl EventsConfig {
 #[serde(deny_unknown_fields)]
 pub struct DriverDefaults {
     /// Wall-clock limit for one reconcile, including time blocked in host calls (`"30s"`).
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
     /// CPU budget for one reconcile: time spent executing WebAssembly, not time blocked in
     /// host calls (`"10s"`).
-    #[serde(default = "default_cpu", deserialize_with = "duration")]
+    #[serde(default = "default_cpu", deserialize_with = "units::duration")]
     pub cpu: Duration,
     /// Linear-memory limit for one instance (`"64MiB"`).
-    #[serde(default = "default_memory", deserialize_with = "byte_size")]
+    #[serde(default = "default_memory", deserialize_with = "units::byte_size")]
     pub memory: u64,
     /// Log lines one run may write (its stdout and stderr included).
     #[serde(default = "default_log_lines")]
     pub log_lines: u32,
     /// Log bytes (messages and label values) one run may write (`"1MiB"`).
-    #[serde(default = "default_log_bytes", deserialize_with = "byte_size")]
+    #[serde(default = "default_log_bytes", deserialize_with = "units::byte_size")]
     pub log_bytes: u64,
     /// The largest result (message and data) a run may return (`"1MiB"`).
-    #[serde(default = "default_result_size", deserialize_with = "byte_size")]
+    #[serde(default = "default_result_size", deserialize_with = "units::byte_size")]
     pub result_size: u64,
     /// Events one driver handles at the same time (1 by default, as upstream).
     #[serde(default = "default_concurrency")]
@@ -212,7 +225,7 @@ pub struct DriverDefaults {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// The first retry delay; it doubles on each further attempt, up to five minutes.
-    #[serde(default = "default_backoff", deserialize_with = "duration")]
+    #[serde(default = "default_backoff", deserialize_with = "units::duration")]
     pub backoff: Duration,
 }
 
@@ -283,54 +296,34 @@ fn default_pool_instances() -> u32 {
     64
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {s:?} ({e}); use a number and a unit, such as \"30s\" or \"500ms\""
-        ))
-    })
-}
-
-fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid size {s:?} ({e}); use a number and a unit, such as \"64MiB\""
-            ))
-        })
-}
-
 /// `[drivers.<name>]`: one driver's budgets, each falling back to `[defaults]`, and the
 /// capabilities granted to it. Everything not granted here is denied.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriverConfig {
     /// Wall-clock limit for one reconcile.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "units::opt_duration")]
     pub timeout: Option<Duration>,
     /// CPU budget for one reconcile.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "units::opt_duration")]
     pub cpu: Option<Duration>,
     /// Memory limit for one instance.
-    #[serde(default, deserialize_with = "opt_byte_size")]
+    #[serde(default, deserialize_with = "units::opt_byte_size")]
     pub memory: Option<u64>,
     /// Events in flight at once.
     pub concurrency: Option<u32>,
     /// Log lines per run.
     pub log_lines: Option<u32>,
     /// Log bytes per run.
-    #[serde(default, deserialize_with = "opt_byte_size")]
+    #[serde(default, deserialize_with = "units::opt_byte_size")]
     pub log_bytes: Option<u64>,
     /// Largest result.
-    #[serde(default, deserialize_with = "opt_byte_size")]
+    #[serde(default, deserialize_with = "units::opt_byte_size")]
     pub result_size: Option<u64>,
     /// Deliveries before a transient failure is final.
     pub max_attempts: Option<u32>,
     /// The first retry delay.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "units::opt_duration")]
     pub backoff: Option<Duration>,
     /// Host directories mounted into the guest.
     #[serde(default)]
@@ -375,29 +368,11 @@ pub enum DirMode {
     ReadWrite,
 }
 
-/// Where an environment variable's value comes from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum EnvSource {
-    /// The value itself.
-    Literal(String),
-    /// The value of a variable of the host's environment, read at start.
-    Host {
-        /// The host variable's name.
-        env: String,
-    },
-}
-
-/// Where a secret's value comes from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSource {
-    /// A variable of the host's environment.
-    #[serde(default)]
-    pub env: Option<String>,
-    /// A file (relative to the config file); one trailing newline is dropped.
-    #[serde(default)]
-    pub file: Option<PathBuf>,
+/// Environment and secret values of one driver, read when the config is loaded.
+#[derive(Debug, Clone, Default)]
+struct Resolved {
+    env: Vec<(String, String)>,
+    secrets: Vec<(String, Secret)>,
 }
 
 /// `[drivers.<name>.http]`: the outbound HTTP allow-list.
@@ -413,218 +388,6 @@ pub struct HttpGrant {
     /// host's own network.
     #[serde(default)]
     pub allow_private: bool,
-}
-
-/// A secret value. Its `Debug` form never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-struct Resolved {
-    env: Vec<(String, String)>,
-    secrets: Vec<(String, Secret)>,
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
-}
-
-fn opt_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    byte_size(d).map(Some)
-}
-
-/// An environment variable name a guest can be given: non-empty, no `=` or NUL.
-fn env_name_ok(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['=', '\0'])
-}
-
-impl DriverConfig {
-    /// Checks the values and reads the environment and secret values, so that a missing
-    /// variable or file stops the host at start rather than failing runs later.
-    fn resolve(&mut self, key: &str, base: &Path) -> Result<(), String> {
-        let positive = [
-            (
-                self.timeout.is_some_and(|d| d.is_zero()),
-                "timeout: must be more than zero",
-            ),
-            (
-                self.cpu.is_some_and(|d| d.is_zero()),
-                "cpu: must be more than zero",
-            ),
-            (
-                self.memory.is_some_and(|m| m < 1 << 20),
-                "memory: must be at least 1MiB",
-            ),
-            (
-                self.concurrency == Some(0),
-                "concurrency: must be at least 1",
-            ),
-            (
-                self.max_attempts == Some(0),
-                "max_attempts: must be at least 1",
-            ),
-            (self.log_lines == Some(0), "log_lines: must be at least 1"),
-            (
-                self.log_bytes == Some(0),
-                "log_bytes: must be more than zero",
-            ),
-            (
-                self.result_size == Some(0),
-                "result_size: must be more than zero",
-            ),
-        ];
-        if let Some((_, m)) = positive.iter().find(|(bad, _)| *bad) {
-            return Err(format!("{key}.{m}"));
-        }
-        for (i, dir) in self.dirs.iter_mut().enumerate() {
-            dir.host = base.join(&dir.host);
-            if !dir.host.is_dir() {
-                return Err(format!(
-                    "{key}.dirs[{i}].host: {} is not a directory",
-                    dir.host.display()
-                ));
-            }
-            if !dir.guest.starts_with('/') {
-                return Err(format!(
-                    "{key}.dirs[{i}].guest: {:?} must be an absolute path such as \"/workspace\"",
-                    dir.guest
-                ));
-            }
-        }
-        let mut env = Vec::new();
-        for (name, source) in &self.env {
-            if !env_name_ok(name) {
-                return Err(format!("{key}.env.{name}: not a usable variable name"));
-            }
-            let value = match source {
-                EnvSource::Literal(v) => v.clone(),
-                EnvSource::Host { env: var } => std::env::var(var).map_err(|_| {
-                    format!("{key}.env.{name}: the host environment has no variable {var:?}")
-                })?,
-            };
-            env.push((name.clone(), value));
-        }
-        let mut secrets = Vec::new();
-        for (name, source) in &self.secrets {
-            if !env_name_ok(name) {
-                return Err(format!("{key}.secrets.{name}: not a usable variable name"));
-            }
-            if self.env.contains_key(name) {
-                return Err(format!(
-                    "{key}.secrets.{name}: the name is also in {key}.env; a variable is either \
-                     plain or secret"
-                ));
-            }
-            let value = match (&source.env, &source.file) {
-                (Some(var), None) => std::env::var(var).map_err(|_| {
-                    format!("{key}.secrets.{name}: the host environment has no variable {var:?}")
-                })?,
-                (None, Some(file)) => {
-                    let file = base.join(file);
-                    let text = std::fs::read_to_string(&file).map_err(|e| {
-                        format!("{key}.secrets.{name}: cannot read {}: {e}", file.display())
-                    })?;
-                    let text = text.strip_suffix('\n').unwrap_or(&text);
-                    text.strip_suffix('\r').unwrap_or(text).to_string()
-                }
-                _ => {
-                    return Err(format!(
-                        "{key}.secrets.{name}: give exactly one of `env` or `file`"
-                    ));
-                }
-            };
-            if value.is_empty() {
-                return Err(format!(
-                    "{key}.secrets.{name}: the value is empty (an empty secret cannot be redacted)"
-                ));
-            }
-            secrets.push((name.clone(), Secret(value)));
-        }
-        for (i, pattern) in self.http.allow.iter().enumerate() {
-            HostPattern::parse(pattern)
-                .map_err(|e| format!("{key}.http.allow[{i}]: {pattern:?}: {e}"))?;
-        }
-        self.resolved = Resolved { env, secrets };
-        Ok(())
-    }
-}
-
-/// One entry of an HTTP allow-list, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPattern {
-    /// `None` for `*` (any host); a leading `*.` matches any subdomain (not the domain
-    /// itself).
-    host: Option<String>,
-    /// `None` for the default ports (80 and 443); `Some(None)` for `*`.
-    port: Option<Option<u16>>,
-}
-
-impl HostPattern {
-    /// Parses `host`, `host:port`, `*.domain`, `host:*` or `*`.
-    pub fn parse(pattern: &str) -> Result<HostPattern, String> {
-        let pattern = pattern.trim().to_ascii_lowercase();
-        if pattern.contains("://") || pattern.contains('/') {
-            return Err("give a host (and port), not a URL".into());
-        }
-        // An IPv6 literal is written in brackets, so its colons are not a port separator.
-        let (host, port) = match pattern.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(':') && (!h.starts_with('[') || h.ends_with(']')) => {
-                (h.to_string(), Some(p.to_string()))
-            }
-            _ => (pattern.clone(), None),
-        };
-        let port = match port.as_deref() {
-            None => None,
-            Some("*") => Some(None),
-            Some(p) => Some(Some(
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("bad port {p:?}"))?,
-            )),
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        if host.is_empty() {
-            return Err("the host is empty".into());
-        }
-        let wildcard_body = host.strip_prefix("*.").unwrap_or(&host);
-        if host != "*" && (wildcard_body.is_empty() || wildcard_body.contains('*')) {
-            return Err("`*` may only stand alone or start the name as `*.`".into());
-        }
-        Ok(HostPattern {
-            host: (host != "*").then_some(host),
-            port,
-        })
-    }
-
-    /// Whether a request to `host:port` is allowed by this entry. `host` is lower case,
-    /// without brackets.
-    pub fn matches(&self, host: &str, port: u16) -> bool {
-        let port_ok = match self.port {
-            None => port == 80 || port == 443,
-            Some(None) => true,
-            Some(Some(p)) => p == port,
-        };
-        let host_ok = match &self.host {
-            None => true,
-            Some(h) => match h.strip_prefix("*.") {
-                Some(domain) => host
-                    .strip_suffix(domain)
-                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
-                None => h == host,
-            },
-        };
-        port_ok && host_ok
-    }
 }
 
 impl Config {
@@ -658,68 +421,19 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
-        config.validate()?;
+        for driver in config.drivers.values_mut() {
+            for dir in &mut driver.dirs {
+                dir.host = base.join(&dir.host);
+            }
+        }
+        checks::config(&config)?;
         for (name, driver) in &mut config.drivers {
-            driver.resolve(&format!("drivers.{name}"), base)?;
+            let key = format!("drivers.{name}");
+            let env = secrets::read_env(&key, &driver.env)?;
+            let secrets = secrets::read_secrets(&key, &driver.secrets, &driver.env, base)?;
+            driver.resolved = Resolved { env, secrets };
         }
         Ok(config)
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let d = &self.defaults;
-        let checks = [
-            (
-                d.timeout.is_zero(),
-                "defaults.timeout: must be more than zero",
-            ),
-            (d.cpu.is_zero(), "defaults.cpu: must be more than zero"),
-            (d.memory < 1 << 20, "defaults.memory: must be at least 1MiB"),
-            (d.log_lines == 0, "defaults.log_lines: must be at least 1"),
-            (
-                d.log_bytes == 0,
-                "defaults.log_bytes: must be more than zero",
-            ),
-            (
-                d.result_size == 0,
-                "defaults.result_size: must be more than zero",
-            ),
-            (
-                d.concurrency == 0,
-                "defaults.concurrency: must be at least 1",
-            ),
-            (
-                d.max_attempts == 0,
-                "defaults.max_attempts: must be at least 1",
-            ),
-            (
-                self.engine.pool_instances == 0,
-                "engine.pool_instances: must be at least 1",
-            ),
-        ];
-        if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
-            return Err(message.to_string());
-        }
-        let e = &self.events;
-        let nats_only = e.url.is_some() || e.tls.is_some();
-        if e.source == EventSourceKind::Embedded && nats_only {
-            return Err("events.url and events.tls apply only to source = \"nats\"".to_string());
-        }
-        if let Some(tls) = &e.tls
-            && tls.cert.is_some() != tls.key.is_some()
-        {
-            return Err("events.tls.cert and events.tls.key must be given together".to_string());
-        }
-        if e.ack_wait < Duration::from_secs(1) {
-            return Err("events.ack_wait: must be at least 1s".to_string());
-        }
-        if let Some(url) = &self.conveyor.api_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(format!(
-                "conveyor.api_url: {url:?} must start with http:// or https://"
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -729,75 +443,42 @@ fn describe_toml_error(e: toml::de::Error) -> String {
     e.to_string().trim_end().to_string()
 }
 
+impl DriverDefaults {
+    fn keys(&self) -> checks::BudgetKeys {
+        checks::BudgetKeys {
+            timeout: Some(self.timeout),
+            cpu: Some(self.cpu),
+            memory: Some(self.memory),
+            log_lines: Some(self.log_lines),
+            log_bytes: Some(self.log_bytes),
+            result_size: Some(self.result_size),
+            concurrency: Some(self.concurrency),
+            max_attempts: Some(self.max_attempts),
+        }
+    }
+}
+
+impl DriverConfig {
+    fn keys(&self) -> checks::BudgetKeys {
+        checks::BudgetKeys {
+            timeout: self.timeout,
+            cpu: self.cpu,
+            memory: self.memory,
+            log_lines: self.log_lines,
+            log_bytes: self.log_bytes,
+            result_size: self.result_size,
+            concurrency: self.concurrency,
+            max_attempts: self.max_attempts,
+        }
+    }
+}
+
 impl fmt::Display for EventSourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EventSourceKind::Embedded => f.write_str("embedded"),
             EventSourceKind::Nats => f.write_str("nats"),
         }
-    }
-}
-
-/// Per-driver settings: `[drivers.<name>]` over `[defaults]`, with the capabilities granted.
-#[derive(Debug, Clone)]
-pub struct DriverSettings {
-    /// Wall-clock limit for one reconcile.
-    pub timeout: Duration,
-    /// CPU budget for one reconcile.
-    pub cpu: Duration,
-    /// Memory limit for one instance, in bytes.
-    pub memory: u64,
-    /// Events in flight at once.
-    pub concurrency: u32,
-    /// Log lines per run.
-    pub log_lines: u32,
-    /// Log bytes per run.
-    pub log_bytes: u64,
-    /// Largest result, in bytes.
-    pub result_size: u64,
-    /// Deliveries before a transient failure is final.
-    pub max_attempts: u32,
-    /// The first retry delay.
-    pub backoff: Duration,
-    /// Directories granted.
-    pub dirs: Vec<DirGrant>,
-    /// Plain environment variables, resolved.
-    pub env: Vec<(String, String)>,
-    /// Secrets, resolved.
-    pub secrets: Vec<(String, Secret)>,
-    /// The HTTP allow-list.
-    pub http: HttpGrant,
-}
-
-impl Config {
-    /// The settings that apply to a driver.
-    pub fn driver_settings(&self, driver: &str) -> DriverSettings {
-        let d = &self.defaults;
-        let empty = DriverConfig::default();
-        let o = self.drivers.get(driver).unwrap_or(&empty);
-        DriverSettings {
-            timeout: o.timeout.unwrap_or(d.timeout),
-            cpu: o.cpu.unwrap_or(d.cpu),
-            memory: o.memory.unwrap_or(d.memory),
-            concurrency: o.concurrency.unwrap_or(d.concurrency),
-            log_lines: o.log_lines.unwrap_or(d.log_lines),
-            log_bytes: o.log_bytes.unwrap_or(d.log_bytes),
-            result_size: o.result_size.unwrap_or(d.result_size),
-            max_attempts: o.max_attempts.unwrap_or(d.max_attempts),
-            backoff: o.backoff.unwrap_or(d.backoff),
-            dirs: o.dirs.clone(),
-            env: o.resolved.env.clone(),
-            secrets: o.resolved.secrets.clone(),
-            http: o.http.clone(),
-        }
-    }
-
-    /// The largest memory limit of any driver: the size of the engine's memory slots.
-    pub fn max_memory(&self) -> u64 {
-        self.drivers
-            .values()
-            .filter_map(|d| d.memory)
-            .fold(self.defaults.memory, u64::max)
     }
 }
 
@@ -937,22 +618,6 @@ mod tests {
         let s = c.driver_settings("a");
         assert_eq!(s.secrets[0].1.0, "s3cr3t-value");
         assert!(!format!("{c:?}{s:?}").contains("s3cr3t"));
-    }
-
-    #[test]
-    fn host_patterns() {
-        let p = |s: &str| HostPattern::parse(s).unwrap();
-        assert!(p("api.github.com").matches("api.github.com", 443));
-        assert!(!p("api.github.com").matches("api.github.com", 8080));
-        assert!(p("api.github.com:8080").matches("api.github.com", 8080));
-        assert!(p("*.example.com").matches("a.b.example.com", 80));
-        assert!(!p("*.example.com").matches("example.com", 80));
-        assert!(!p("*.example.com").matches("badexample.com", 80));
-        assert!(p("127.0.0.1:*").matches("127.0.0.1", 9));
-        assert!(p("[::1]:8080").matches("::1", 8080));
-        assert!(p("*").matches("anything", 443));
-        assert!(HostPattern::parse("a*.com").is_err());
-        assert!(HostPattern::parse("x.com:0").is_err());
     }
 
     #[test]

@@ -1,0 +1,62 @@
+//! NATS mode: the host joins a Conveyor deployment. Events come from its JetStream with
+//! upstream's subjects and JSON ([`jetstream`]), log lines go to its log subjects ([`logs`]),
+//! results are published for its pipeline engine, and the drivers' API client calls its REST
+//! API ([`rest_client`]). Several hosts serving the same driver share its durable consumer.
+
+pub mod jetstream;
+pub mod logs;
+pub mod rest_client;
+
+use std::sync::Arc;
+
+use super::{Shared, Started};
+use crate::config::{Config, EventsConfig};
+use crate::manager::Manager;
+use crate::wasm::ApiClient;
+use crate::wasm::imports::client::NoClient;
+
+/// What NATS mode takes from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[events]`: the NATS URL, TLS and ack wait.
+    pub events: EventsConfig,
+    /// `[conveyor] api_url`: the server's REST API, for the drivers' client.
+    pub api_url: Option<String>,
+}
+
+impl Settings {
+    /// The NATS settings of a host config.
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            events: config.events.clone(),
+            api_url: config.conveyor.api_url.clone(),
+        }
+    }
+}
+
+/// Connects to NATS and starts the log publisher and the manager.
+pub async fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started> {
+    let source = Arc::new(jetstream::NatsSource::connect(&settings.events).await?);
+    let logs = Arc::new(logs::NatsLogs::start(source.client()));
+    let client: Arc<dyn ApiClient> = match &settings.api_url {
+        Some(url) => Arc::new(rest_client::RestClient::new(url)?),
+        None => Arc::new(NoClient(
+            "the Conveyor API client is not configured: set [conveyor] api_url in the host config",
+        )),
+    };
+    let manager = Manager::new(
+        source,
+        shared.registry.clone(),
+        shared.sandbox,
+        logs.clone(),
+        client,
+        shared.policies,
+        shared.metrics,
+    );
+    Ok(Started {
+        manager: tokio::spawn(manager.run(shared.shutdown)),
+        logs,
+        routes: axum::Router::new(),
+        gauges: None,
+    })
+}

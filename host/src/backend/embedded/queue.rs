@@ -1,0 +1,220 @@
+//! The embedded event source: the store's durable queue. An event is in the queue before the
+//! API answers; it leaves the queue in the same transaction that stores its result and moves
+//! its run on. Events that were being delivered when the host stopped are delivered again
+//! when it starts (at-least-once, like JetStream's redelivery after AckWait).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::pipeline::{self, StepEnd};
+use crate::backend::{Delivery, EventSource, Settlement};
+use crate::clock::now_ms;
+use crate::conveyor::Resource;
+use crate::manager::DriverPolicy;
+use crate::registry::Registry;
+use crate::result::{Outcome, RunResult};
+use crate::store::{QueuedEvent, Store, StoreError};
+use crate::wasm::DriverInfo;
+
+/// Longest sleep between looks at the queue when nothing wakes the consumer; only matters if a
+/// wake-up is somehow missed.
+const IDLE_POLL: Duration = Duration::from_secs(30);
+
+/// Why the embedded queue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Taking the next event failed.
+    #[error("cannot take the next event")]
+    Claim(#[source] StoreError),
+    /// Recording what became of an event failed.
+    #[error("cannot settle the event")]
+    Settle(#[source] StoreError),
+}
+
+/// The queue as an event source.
+pub struct Queue {
+    store: Arc<Store>,
+}
+
+impl Queue {
+    /// The queue of `store`.
+    pub fn new(store: Arc<Store>) -> Arc<Self> {
+        Arc::new(Queue { store })
+    }
+
+    /// Until `shutdown`, fails the steps whose driver is not loaded once their event has
+    /// waited `wait`: nothing would ever deliver it, and the run would hang, as upstream's
+    /// does. The run's next pipeline step is not started (the step failed).
+    pub async fn fail_missing_drivers(
+        self: Arc<Self>,
+        registry: Arc<Registry>,
+        wait: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let tick = wait.clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.fail_missing_once(&registry, wait) {
+                tracing::error!(error = %e, "could not check for events of missing drivers");
+            }
+        }
+    }
+
+    fn fail_missing_once(&self, registry: &Registry, wait: Duration) -> Result<(), StoreError> {
+        // A driver may be among the files still loading (a first compile takes seconds, and
+        // the wait counts from when the event was queued, perhaps before a restart): only a
+        // driver that is missing once every file is settled is missing.
+        if registry.is_loading() {
+            return Ok(());
+        }
+        let cutoff = now_ms() - i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+        for driver in self.store.waiting_drivers()? {
+            if registry.get(&driver).is_some() {
+                continue;
+            }
+            let reason = format!(
+                "driver {driver} is not loaded (waited {})",
+                humantime::format_duration(wait)
+            );
+            let failed = self.fail_waiting(&driver, cutoff, &reason)?;
+            if failed > 0 {
+                tracing::warn!(%driver, events = failed, "failed events of a driver that is not loaded");
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every unclaimed event for `driver` enqueued at or before `cutoff_ms` with a
+    /// failed result saying `reason` (its driver is not loaded). Returns how many.
+    pub fn fail_waiting(
+        &self,
+        driver: &str,
+        cutoff_ms: i64,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let mut failed = 0;
+        for id in self.store.waiting_since(driver, cutoff_ms)? {
+            let settled = self.store.write(|tx| {
+                // Checked again inside the transaction: the driver may have been loaded and
+                // claimed the event since.
+                let Some(row) = crate::store::queue::row(tx, id)?.filter(|r| !r.claimed) else {
+                    return Ok(false);
+                };
+                let now = crate::clock::now_rfc3339();
+                let e = row.event;
+                let result = RunResult {
+                    run_id: e.run_id,
+                    driver: e.driver,
+                    message_id: e.message_id,
+                    event: e.event,
+                    resource_type: e.resource_type,
+                    resource_name: e.resource_name,
+                    outcome: Outcome::DriverNotLoaded,
+                    message: reason.to_string(),
+                    data: serde_json::Value::Null,
+                    attempts: row.attempts,
+                    started_at: now.clone(),
+                    finished_at: now,
+                };
+                pipeline::settle(tx, id, StepEnd::Result(&result))
+            })?;
+            failed += usize::from(settled);
+        }
+        Ok(failed)
+    }
+
+    /// Stores a final result, removes its event and moves its run on, in one transaction.
+    pub fn complete(&self, id: i64, result: &RunResult) -> Result<bool, StoreError> {
+        self.store
+            .write(|tx| pipeline::settle(tx, id, StepEnd::Result(result)))
+    }
+
+    fn delivery(q: QueuedEvent) -> Result<Delivery<i64>, (i64, String)> {
+        let resource: Resource = serde_json::from_str(&q.event.payload)
+            .map_err(|e| (q.id, format!("the payload is not a Conveyor resource: {e}")))?;
+        Ok(Delivery {
+            token: q.id,
+            driver: q.event.driver,
+            event: q.event.event,
+            payload: q.event.payload,
+            resource,
+            run_id: q.event.run_id,
+            message_id: q.event.message_id,
+            attempt: q.attempt,
+        })
+    }
+}
+
+impl EventSource for Queue {
+    type Token = i64;
+    type Error = QueueError;
+
+    /// Nothing to prepare: the queue already holds one row per listening driver.
+    async fn attach(&self, _driver: &DriverInfo, _policy: &DriverPolicy) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn next(&self, driver: &str) -> Result<Delivery<i64>, QueueError> {
+        loop {
+            // Register for wake-ups before looking, so an enqueue between the look and the
+            // wait is not missed.
+            let notified = self.store.queue_changed();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = now_ms();
+            if let Some(q) = self
+                .store
+                .claim_next(driver, now)
+                .map_err(QueueError::Claim)?
+            {
+                match Self::delivery(q) {
+                    Ok(d) => return Ok(d),
+                    Err((id, reason)) => {
+                        tracing::warn!(%driver, %reason, "event rejected");
+                        self.store
+                            .write(|tx| pipeline::settle(tx, id, StepEnd::Rejected(&reason)))
+                            .map_err(QueueError::Settle)?;
+                        continue;
+                    }
+                }
+            }
+            let wait = match self.store.next_due(driver).map_err(QueueError::Claim)? {
+                Some(due) => Duration::from_millis((due - now).clamp(1, 60_000) as u64),
+                None => IDLE_POLL,
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        delivery: Delivery<i64>,
+        settlement: Settlement,
+    ) -> Result<(), QueueError> {
+        let id = delivery.token;
+        let settled = match settlement {
+            Settlement::Done(result) | Settlement::GaveUp(result) => self.complete(id, &result),
+            Settlement::Retry { delay } => {
+                let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                self.store.release(id, due).map(|()| true)
+            }
+            Settlement::Skip => {
+                let reason = format!(
+                    "{} does not handle {} events",
+                    delivery.driver, delivery.event
+                );
+                self.store
+                    .write(|tx| pipeline::settle(tx, id, StepEnd::Skipped(&reason)))
+            }
+        };
+        settled.map(drop).map_err(QueueError::Settle)
+    }
+}

@@ -1,0 +1,102 @@
+//! The driver manager: the one place that knows both the backends and the sandbox. For each
+//! loaded driver it runs worker slots that take deliveries from the event source and carry
+//! each through one run's stages (see [`run`]), and it starts and stops them as the registry
+//! gains and loses drivers (hot reload).
+//!
+//! - [`slots`]: a driver's worker slots, up to its concurrency;
+//! - [`run`]: one delivery: admit → lock → sandbox → verdict → flush logs → settle;
+//! - [`retry`]: what an outcome means (done, retry after a backoff, give up);
+//! - [`policy`]: each driver's limits, grants and retry policy, resolved from the config.
+
+pub mod policy;
+pub mod retry;
+mod run;
+mod slots;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use policy::{DriverPolicy, Policies, RetryPolicy};
+
+use crate::backend::{EventSource, LogPipeline};
+use crate::keyed_lock::KeyedLocks;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::wasm::{ApiClient, Sandbox};
+
+/// Runs drivers on the deliveries of one event source.
+pub struct Manager<S: EventSource> {
+    source: Arc<S>,
+    registry: Arc<Registry>,
+    sandbox: Arc<Sandbox>,
+    logs: Arc<dyn LogPipeline>,
+    client: Arc<dyn ApiClient>,
+    policies: Policies,
+    metrics: Arc<Metrics>,
+    /// One reconcile per (driver, resource type, resource name) at a time.
+    keys: Arc<KeyedLocks<(String, String, String)>>,
+}
+
+impl<S: EventSource> Manager<S> {
+    /// A manager; call [`Manager::run`] to start it.
+    pub fn new(
+        source: Arc<S>,
+        registry: Arc<Registry>,
+        sandbox: Arc<Sandbox>,
+        logs: Arc<dyn LogPipeline>,
+        client: Arc<dyn ApiClient>,
+        policies: Policies,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Manager {
+            source,
+            registry,
+            sandbox,
+            logs,
+            client,
+            policies,
+            metrics,
+            keys: Arc::default(),
+        })
+    }
+
+    /// Serves every loaded driver until `shutdown` is cancelled, then lets the runs in flight
+    /// finish (each is bounded by its timeout). A driver added to the registry gets its slots;
+    /// a removed one has its slots stopped once its runs in flight finish.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut changes = self.registry.subscribe();
+        let mut drivers: HashMap<String, CancellationToken> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        loop {
+            let names: Vec<String> = self
+                .registry
+                .all()
+                .iter()
+                .map(|d| d.info.name.clone())
+                .collect();
+            drivers.retain(|name, stop| {
+                let keep = names.contains(name);
+                if !keep {
+                    stop.cancel();
+                }
+                keep
+            });
+            for name in names {
+                if !drivers.contains_key(&name) {
+                    let stop = shutdown.child_token();
+                    drivers.insert(name.clone(), stop.clone());
+                    tasks.spawn(self.clone().serve_driver(name, stop));
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = shutdown.cancelled() => break,
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,145 @@
+//! Log lines, in the order they were stored (their sequence number).
+
+use rusqlite::params;
+
+use super::{Result, Store};
+use crate::conveyor::Log;
+
+/// A stored log line and its sequence number (its position in the store, which is also
+/// chronological order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLog {
+    /// The line's position; strictly increasing.
+    pub seq: i64,
+    /// The line.
+    pub log: Log,
+}
+
+/// Which log lines to read; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only this run.
+    pub run_id: Option<String>,
+    /// Only this driver.
+    pub driver: Option<String>,
+    /// Only this pipeline.
+    pub pipeline: Option<String>,
+    /// Only lines after this sequence number.
+    pub after_seq: Option<i64>,
+}
+
+impl Store {
+    /// Appends log lines in one transaction and returns them with their sequence numbers.
+    pub fn append_logs(&self, lines: Vec<Log>) -> Result<Vec<StoredLog>> {
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(lines.len());
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO logs (run_id, driver, pipeline, timestamp, message, labels)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for log in lines {
+                stmt.execute(params![
+                    log.runid,
+                    log.driver,
+                    log.pipeline,
+                    log.timestamp,
+                    log.message,
+                    serde_json::to_string(&log.labels)?,
+                ])?;
+                out.push(StoredLog {
+                    seq: tx.last_insert_rowid(),
+                    log,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Reads log lines in chronological (sequence) order.
+    pub fn logs(&self, filter: &LogFilter) -> Result<Vec<StoredLog>> {
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, run_id, driver, pipeline, timestamp, message, labels FROM logs
+                 WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR driver = ?2)
+                   AND (?3 IS NULL OR pipeline = ?3) AND seq > ?4
+                 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.run_id,
+                        filter.driver,
+                        filter.pipeline,
+                        filter.after_seq.unwrap_or(0)
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            Log {
+                                runid: r.get(1)?,
+                                driver: r.get(2)?,
+                                pipeline: r.get(3)?,
+                                timestamp: r.get(4)?,
+                                message: r.get(5)?,
+                                labels: Default::default(),
+                            },
+                            r.get::<_, String>(6)?,
+                        ))
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (seq, mut log, labels) in rows {
+            log.labels = serde_json::from_str(&labels)?;
+            out.push(StoredLog { seq, log });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_filter_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let line = |run: &str, driver: &str, msg: &str| Log {
+            runid: run.into(),
+            driver: driver.into(),
+            pipeline: String::new(),
+            timestamp: "t".into(),
+            message: msg.into(),
+            labels: Default::default(),
+        };
+        let stored = s
+            .append_logs(vec![
+                line("R", "b", "1"),
+                line("R", "a", "2"),
+                line("S", "a", "3"),
+            ])
+            .unwrap();
+        let run = s
+            .logs(&LogFilter {
+                run_id: Some("R".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            run.iter()
+                .map(|l| l.log.message.as_str())
+                .collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        let after = s
+            .logs(&LogFilter {
+                after_seq: Some(stored[0].seq),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(after.len(), 2);
+    }
+}

@@ -1,0 +1,259 @@
+//! The durable event queue: one row per (event, driver). A row is written in the transaction
+//! that causes it (a resource change, a pipeline step's end) and removed in the one that
+//! stores its result. The queue owns its wake-up: [`enqueue`] marks the transaction, and
+//! [`Store::write`] wakes the consumers waiting in [`Store::queue_changed`] once it commits.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::futures::Notified;
+
+use super::{Result, Store, Tx, runs};
+
+/// An event to enqueue for one driver.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The driver that will receive it.
+    pub driver: String,
+    /// `create`, `update`, `delete` or `process`.
+    pub event: String,
+    /// The run id shared by every driver handling the same change.
+    pub run_id: String,
+    /// The message id (24 hex characters).
+    pub message_id: String,
+    /// The resource's type.
+    pub resource_type: String,
+    /// The resource's name.
+    pub resource_name: String,
+    /// The pipeline, if any.
+    pub pipeline: Option<String>,
+    /// The resource as JSON text.
+    pub payload: String,
+    /// The run's step this event is (1-based; every driver of a broadcast run has its own).
+    pub step: u32,
+}
+
+/// An event taken from the queue for delivery.
+#[derive(Debug, Clone)]
+pub struct QueuedEvent {
+    /// The queue row.
+    pub id: i64,
+    /// The event itself.
+    pub event: NewEvent,
+    /// Which delivery this is, counting this one.
+    pub attempt: u32,
+}
+
+/// A queue row, as settling needs it.
+#[derive(Debug, Clone)]
+pub struct QueueRow {
+    /// The row.
+    pub id: i64,
+    /// The event.
+    pub event: NewEvent,
+    /// Deliveries so far.
+    pub attempts: u32,
+    /// Whether it is being delivered now.
+    pub claimed: bool,
+}
+
+impl Store {
+    /// Resolves when a transaction that made events deliverable has committed. Create it
+    /// (and `enable` it) before looking at the queue, so a commit between the look and the
+    /// wait is not missed.
+    pub fn queue_changed(&self) -> Notified<'_> {
+        self.queue_changed.notified()
+    }
+
+    /// Takes the oldest event for `driver` that is due at `now_ms` and not being delivered,
+    /// marks it (and its run step) as being delivered and counts the attempt.
+    pub fn claim_next(&self, driver: &str, now_ms: i64) -> Result<Option<QueuedEvent>> {
+        self.write(|tx| {
+            let row = tx
+                .prepare_cached(
+                    "SELECT id, driver, event, run_id, message_id, resource_type, resource_name,
+                            pipeline, payload, attempts, step
+                     FROM queue WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
+                     ORDER BY not_before, id LIMIT 1",
+                )?
+                .query_row(params![driver, now_ms], |r| {
+                    Ok(QueuedEvent {
+                        id: r.get(0)?,
+                        event: NewEvent {
+                            driver: r.get(1)?,
+                            event: r.get(2)?,
+                            run_id: r.get(3)?,
+                            message_id: r.get(4)?,
+                            resource_type: r.get(5)?,
+                            resource_name: r.get(6)?,
+                            pipeline: r.get(7)?,
+                            payload: r.get(8)?,
+                            step: r.get(10)?,
+                        },
+                        attempt: r.get::<_, u32>(9)? + 1,
+                    })
+                })
+                .optional()?;
+            if let Some(q) = &row {
+                tx.execute(
+                    "UPDATE queue SET claimed = 1, attempts = ?2 WHERE id = ?1",
+                    params![q.id, q.attempt],
+                )?;
+                runs::step_started(tx, &q.event.run_id, q.event.step, q.attempt)?;
+            }
+            Ok(row)
+        })
+    }
+
+    /// When the next not-yet-due event for `driver` becomes due, if any is waiting.
+    pub fn next_due(&self, driver: &str) -> Result<Option<i64>> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT MIN(not_before) FROM queue WHERE driver = ?1 AND claimed = 0",
+            )?
+            .query_row([driver], |r| r.get(0))?)
+        })
+    }
+
+    /// Puts a claimed event back, due again at `not_before_ms`; its step shows `retrying`.
+    pub fn release(&self, id: i64, not_before_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE queue SET claimed = 0, not_before = ?2 WHERE id = ?1",
+                params![id, not_before_ms],
+            )?;
+            tx.execute(
+                "UPDATE run_steps SET status = 'retrying'
+                 WHERE (run_id, step) IN (SELECT run_id, step FROM queue WHERE id = ?1)",
+                [id],
+            )?;
+            // A sleeping consumer computed its wait before this due time existed.
+            tx.wake_consumers();
+            Ok(())
+        })
+    }
+
+    /// Unclaimed events for `driver` enqueued at or before `cutoff_ms`, oldest first.
+    pub fn waiting_since(&self, driver: &str, cutoff_ms: i64) -> Result<Vec<i64>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM queue WHERE driver = ?1 AND claimed = 0 AND enqueued_ms <= ?2
+                 ORDER BY id",
+            )?;
+            Ok(stmt
+                .query_map(params![driver, cutoff_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Drivers with events waiting to be delivered.
+    pub fn waiting_drivers(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT DISTINCT driver FROM queue WHERE claimed = 0")?;
+            Ok(stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Events waiting or being delivered, by driver: `(driver, waiting, in delivery)`.
+    pub fn queue_depths(&self) -> Result<Vec<(String, u64, u64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT driver, SUM(claimed = 0), SUM(claimed = 1) FROM queue GROUP BY driver",
+            )?;
+            Ok(stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Events waiting or being delivered.
+    #[cfg(test)]
+    pub fn queue_depth(&self) -> Result<u64> {
+        self.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM queue", [], |r| r.get(0))?))
+    }
+}
+
+/// Enqueues events; the consumers are woken when the transaction commits.
+pub fn enqueue(tx: &Tx<'_>, events: &[NewEvent]) -> Result<()> {
+    let now = crate::clock::now_rfc3339();
+    let now_ms = crate::clock::now_ms();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO queue (driver, event, run_id, message_id, resource_type, resource_name,
+                            pipeline, payload, enqueued_at, step, enqueued_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for e in events {
+        stmt.execute(params![
+            e.driver,
+            e.event,
+            e.run_id,
+            e.message_id,
+            e.resource_type,
+            e.resource_name,
+            e.pipeline,
+            e.payload,
+            now,
+            e.step,
+            now_ms
+        ])?;
+    }
+    if !events.is_empty() {
+        tx.wake_consumers();
+    }
+    Ok(())
+}
+
+/// A queue row by id.
+pub fn row(conn: &Connection, id: i64) -> Result<Option<QueueRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT run_id, step, driver, event, message_id, resource_type, resource_name,
+                    pipeline, payload, attempts, claimed
+             FROM queue WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(QueueRow {
+                id,
+                event: NewEvent {
+                    run_id: r.get(0)?,
+                    step: r.get(1)?,
+                    driver: r.get(2)?,
+                    event: r.get(3)?,
+                    message_id: r.get(4)?,
+                    resource_type: r.get(5)?,
+                    resource_name: r.get(6)?,
+                    pipeline: r.get(7)?,
+                    payload: r.get(8)?,
+                },
+                attempts: r.get(9)?,
+                claimed: r.get(10)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Removes a row.
+pub fn remove(tx: &Tx<'_>, id: i64) -> Result<()> {
+    tx.prepare_cached("DELETE FROM queue WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// The unclaimed rows for `driver` and the resource that a newer change may replace: entry
+/// events (`create`, `update`, `delete`), not mid-pipeline `process` ones.
+pub fn pending_entries(tx: &Tx<'_>, driver: &str, kind: &str, name: &str) -> Result<Vec<QueueRow>> {
+    let ids: Vec<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM queue
+             WHERE driver = ?1 AND resource_type = ?2 AND resource_name = ?3
+               AND claimed = 0 AND event <> 'process'",
+        )?
+        .query_map(params![driver, kind, name], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        rows.extend(row(tx, id)?);
+    }
+    Ok(rows)
+}

@@ -1,0 +1,138 @@
+//! The schema, its upgrades, and what opening the store resets.
+
+use rusqlite::Connection;
+
+use super::Result;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS definitions (
+    name TEXT PRIMARY KEY,
+    json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS resources (
+    type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (type, name)
+);
+CREATE TABLE IF NOT EXISTS resource_versions (
+    type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (type, name, version)
+);
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    driver TEXT NOT NULL,
+    event TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    resource_name TEXT NOT NULL,
+    pipeline TEXT,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before INTEGER NOT NULL DEFAULT 0,
+    claimed INTEGER NOT NULL DEFAULT 0,
+    enqueued_at TEXT NOT NULL,
+    step INTEGER NOT NULL DEFAULT 1,
+    enqueued_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_ready ON queue (driver, claimed, not_before);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    resource_name TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    failure_kind TEXT,
+    message TEXT NOT NULL,
+    data TEXT,
+    attempts INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    step INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    message TEXT NOT NULL,
+    labels TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_run ON logs (run_id, driver);
+CREATE TABLE IF NOT EXISTS pipelines (
+    name TEXT PRIMARY KEY,
+    json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    resource_type TEXT NOT NULL,
+    resource_name TEXT NOT NULL,
+    pipeline TEXT,
+    event TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_resource ON runs (resource_type, resource_name);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS run_steps (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    event TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    started_at TEXT,
+    finished_at TEXT,
+    PRIMARY KEY (run_id, step)
+);
+"#;
+
+/// Columns added after the first release of the schema: `(table, column, declaration)`.
+/// `CREATE TABLE IF NOT EXISTS` leaves an older table as it is, so they are added here.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("queue", "step", "INTEGER NOT NULL DEFAULT 1"),
+    ("queue", "enqueued_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("results", "step", "INTEGER NOT NULL DEFAULT 1"),
+];
+
+/// Sets the connection up, creates or upgrades the schema, and makes the events that were
+/// being delivered when the host stopped deliverable again (at-least-once, like JetStream's
+/// redelivery after AckWait).
+pub(super) fn open(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    for (table, column, decl) in ADDED_COLUMNS {
+        let exists: bool = conn.query_row(
+            &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    conn.execute("UPDATE queue SET claimed = 0 WHERE claimed = 1", [])?;
+    conn.execute(
+        "UPDATE run_steps SET status = 'queued' WHERE status = 'running'",
+        [],
+    )?;
+    Ok(())
+}
