@@ -44,14 +44,7 @@ pub fn is_subject_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn info(name: &str, resources: &[&str], events: &[&str]) -> DriverInfo {
-        DriverInfo {
-            name: name.into(),
-            resources: resources.iter().map(|s| s.to_string()).collect(),
-            events: events.iter().map(|s| s.to_string()).collect(),
-        }
-    }
+    use crate::wasm::driver::info;
 
     #[test]
     fn event_filter() {

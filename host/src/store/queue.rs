@@ -55,6 +55,25 @@ pub struct QueueRow {
     pub claimed: bool,
 }
 
+/// The columns [`event_at`] reads, in its order.
+const EVENT_COLUMNS: &str = "driver, event, run_id, message_id, resource_type, resource_name, \
+                             pipeline, payload, step";
+
+/// The event of a row selected with [`EVENT_COLUMNS`] from column `at` on.
+fn event_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<NewEvent> {
+    Ok(NewEvent {
+        driver: r.get(at)?,
+        event: r.get(at + 1)?,
+        run_id: r.get(at + 2)?,
+        message_id: r.get(at + 3)?,
+        resource_type: r.get(at + 4)?,
+        resource_name: r.get(at + 5)?,
+        pipeline: r.get(at + 6)?,
+        payload: r.get(at + 7)?,
+        step: r.get(at + 8)?,
+    })
+}
+
 impl Store {
     /// Resolves when a transaction that made events deliverable has committed. Create it
     /// (and `enable` it) before looking at the queue, so a commit between the look and the
@@ -68,27 +87,16 @@ impl Store {
     pub fn claim_next(&self, driver: &str, now_ms: i64) -> Result<Option<QueuedEvent>> {
         self.write(|tx| {
             let row = tx
-                .prepare_cached(
-                    "SELECT id, driver, event, run_id, message_id, resource_type, resource_name,
-                            pipeline, payload, attempts, step
+                .prepare_cached(&format!(
+                    "SELECT id, attempts, {EVENT_COLUMNS}
                      FROM queue WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
-                     ORDER BY not_before, id LIMIT 1",
-                )?
+                     ORDER BY not_before, id LIMIT 1"
+                ))?
                 .query_row(params![driver, now_ms], |r| {
                     Ok(QueuedEvent {
                         id: r.get(0)?,
-                        event: NewEvent {
-                            driver: r.get(1)?,
-                            event: r.get(2)?,
-                            run_id: r.get(3)?,
-                            message_id: r.get(4)?,
-                            resource_type: r.get(5)?,
-                            resource_name: r.get(6)?,
-                            pipeline: r.get(7)?,
-                            payload: r.get(8)?,
-                            step: r.get(10)?,
-                        },
-                        attempt: r.get::<_, u32>(9)? + 1,
+                        attempt: r.get::<_, u32>(1)? + 1,
+                        event: event_at(r, 2)?,
                     })
                 })
                 .optional()?;
@@ -207,27 +215,15 @@ pub fn enqueue(tx: &Tx<'_>, events: &[NewEvent]) -> Result<()> {
 /// A queue row by id.
 pub fn row(conn: &Connection, id: i64) -> Result<Option<QueueRow>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT run_id, step, driver, event, message_id, resource_type, resource_name,
-                    pipeline, payload, attempts, claimed
-             FROM queue WHERE id = ?1",
-        )?
+        .prepare_cached(&format!(
+            "SELECT attempts, claimed, {EVENT_COLUMNS} FROM queue WHERE id = ?1"
+        ))?
         .query_row([id], |r| {
             Ok(QueueRow {
                 id,
-                event: NewEvent {
-                    run_id: r.get(0)?,
-                    step: r.get(1)?,
-                    driver: r.get(2)?,
-                    event: r.get(3)?,
-                    message_id: r.get(4)?,
-                    resource_type: r.get(5)?,
-                    resource_name: r.get(6)?,
-                    pipeline: r.get(7)?,
-                    payload: r.get(8)?,
-                },
-                attempts: r.get(9)?,
-                claimed: r.get(10)?,
+                attempts: r.get(0)?,
+                claimed: r.get(1)?,
+                event: event_at(r, 2)?,
             })
         })
         .optional()?)

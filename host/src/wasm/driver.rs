@@ -139,17 +139,19 @@ fn link_hint(message: &str) -> String {
     }
 }
 
+/// A driver's info from string slices, for tests.
+#[cfg(test)]
+pub(crate) fn info(name: &str, resources: &[&str], events: &[&str]) -> DriverInfo {
+    DriverInfo {
+        name: name.into(),
+        resources: resources.iter().map(|s| s.to_string()).collect(),
+        events: events.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn info(name: &str, resources: &[&str], events: &[&str]) -> DriverInfo {
-        DriverInfo {
-            name: name.into(),
-            resources: resources.iter().map(|s| s.to_string()).collect(),
-            events: events.iter().map(|s| s.to_string()).collect(),
-        }
-    }
 
     #[test]
     fn names_must_be_subject_tokens() {

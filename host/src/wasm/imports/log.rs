@@ -172,18 +172,21 @@ impl Host for RunLogger {
     }
 }
 
+/// A sink that keeps every line, for tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Collect(pub(crate) std::sync::Mutex<Vec<Log>>);
+
+#[cfg(test)]
+impl LogSink for Collect {
+    fn write(&self, line: Log) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<Log>>);
-    impl LogSink for Collect {
-        fn write(&self, line: Log) {
-            self.0.lock().unwrap().push(line);
-        }
-    }
 
     #[test]
     fn stamps_and_protects_reserved_labels() {

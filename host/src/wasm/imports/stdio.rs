@@ -154,16 +154,7 @@ impl tokio::io::AsyncWrite for LogStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conveyor::Log;
-    use crate::wasm::LogSink;
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<Log>>);
-    impl LogSink for Collect {
-        fn write(&self, line: Log) {
-            self.0.lock().unwrap().push(line);
-        }
-    }
+    use crate::wasm::imports::log::Collect;
 
     #[test]
     fn splits_lines_and_keeps_partial_until_finish() {

@@ -64,16 +64,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::conveyor::Log;
-    use crate::wasm::imports::log::{LogSink, RunLogger};
-
-    struct Drop;
-    impl LogSink for Drop {
-        fn write(&self, _: Log) {}
-    }
+    use crate::wasm::imports::log::{Collect, RunLogger};
 
     fn streams() -> (LogStream, LogStream) {
-        let logger = RunLogger::new(Arc::new(Drop), "d", "R", None);
+        let logger = RunLogger::new(Arc::new(Collect::default()), "d", "R", None);
         (
             LogStream::new(logger.clone(), "stdout"),
             LogStream::new(logger, "stderr"),
