@@ -118,6 +118,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     }

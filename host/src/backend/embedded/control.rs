@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::pipeline;
+use super::schema::{self, ValidationError, Validator};
 use crate::conveyor::{self, CreatedResponse, Pipeline, Resource, ResourceDefinition};
 use crate::registry::Registry;
 use crate::store::{NewRun, NewStep, Store, StoreError, resources};
@@ -32,6 +33,9 @@ pub enum ServiceError {
     /// The store failed (HTTP 500).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A part of the host is not running (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 type Result<T> = std::result::Result<T, ServiceError>;
@@ -50,6 +54,7 @@ pub struct Resources {
     store: Arc<Store>,
     registry: Arc<Registry>,
     load_wait: Duration,
+    validator: Validator,
 }
 
 impl Resources {
@@ -61,6 +66,7 @@ impl Resources {
             store,
             registry,
             load_wait,
+            validator: Validator::new(),
         }
     }
 
@@ -158,7 +164,7 @@ impl Resources {
                 res.name
             )));
         }
-        self.validate_spec(&res.resource, &res.spec)?;
+        self.validate_spec(&res.resource, &res.spec).await?;
         let pipeline = if res.pipeline.is_empty() {
             None
         } else {
@@ -240,7 +246,7 @@ impl Resources {
                 body.name
             )));
         }
-        self.validate_spec(kind, &body.spec)?;
+        self.validate_spec(kind, &body.spec).await?;
         let run_id = conveyor::new_run_id();
         let pipeline = self.pipeline_of(kind, name)?;
         let updated = self.store.write(|tx| {
@@ -293,7 +299,7 @@ impl Resources {
         Ok(Change { value, run_id })
     }
 
-    fn validate_spec(&self, kind: &str, spec: &serde_json::Value) -> Result<()> {
+    async fn validate_spec(&self, kind: &str, spec: &serde_json::Value) -> Result<()> {
         let def = self.definition(kind).map_err(|e| match e {
             ServiceError::NotFound(m) => {
                 ServiceError::NotFound(format!("Failed to find resource definition: {m}"))
@@ -305,18 +311,19 @@ impl Resources {
                 "Resource definition schema is required".into(),
             ));
         }
-        let validator = jsonschema::validator_for(&def.schema).map_err(|e| {
-            ServiceError::Invalid(format!(
-                "Resource validation failed: failed to compile schema: {e}"
-            ))
-        })?;
-        if let Some(err) = validator.iter_errors(spec).next() {
-            return Err(ServiceError::Invalid(format!(
-                "Resource validation failed: '{}' does not validate with #{}: {err}",
-                err.instance_path, err.schema_path
-            )));
+        match self
+            .validator
+            .validate(Arc::new(def.schema), spec.clone())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(ValidationError::Stopped) => Err(ServiceError::Unavailable(
+                "Resource validation failed: the validator is not running".into(),
+            )),
+            Err(e) => Err(ServiceError::Invalid(format!(
+                "Resource validation failed: {e}"
+            ))),
         }
-        Ok(())
     }
 
     /// The pipeline of a stored resource, read before the change's transaction so that the
@@ -483,11 +490,13 @@ fn require_name(name: &str, message: &str) -> Result<()> {
 }
 
 /// Upstream stores any schema and fails at the first resource; refusing a schema that does not
-/// compile when it is stored points at the real mistake.
+/// compile, or that could not be validated safely (see [`schema::check`]), when it is stored
+/// points at the real mistake.
 fn check_schema(schema: &serde_json::Value) -> Result<()> {
     if schema.is_null() {
         return Ok(());
     }
+    schema::check(schema).map_err(|e| ServiceError::Invalid(format!("Invalid schema: {e}")))?;
     jsonschema::validator_for(schema)
         .map(drop)
         .map_err(|e| ServiceError::Invalid(format!("Invalid schema: {e}")))
@@ -510,6 +519,7 @@ impl From<ServiceError> for ClientError {
             ServiceError::NotFound(m) => ClientError::NotFound(m),
             ServiceError::Conflict(m) => ClientError::Conflict(m),
             ServiceError::Store(e) => ClientError::Unavailable(e.to_string()),
+            ServiceError::Unavailable(m) => ClientError::Unavailable(m),
         }
     }
 }

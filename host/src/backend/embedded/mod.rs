@@ -10,6 +10,7 @@ pub mod control;
 pub mod logs;
 pub mod pipeline;
 pub mod queue;
+pub mod schema;
 
 use std::path::PathBuf;
 use std::sync::Arc;
