@@ -101,17 +101,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             gauges: started.gauges,
         },
         started.routes,
+        usize::try_from(config.api.max_body).unwrap_or(usize::MAX),
     );
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
+    let limits = api::ServeLimits {
+        max_connections: config.api.max_connections,
+        max_connections_per_client: config.api.max_connections_per_client,
+        header_timeout: config.api.header_timeout,
+        idle_timeout: config.api.idle_timeout,
+    };
+    let server = tokio::spawn(api::serve(listener, app, limits, shutdown.clone()));
     tracing::info!(%addr, source = %config.events.source, "conveyor-host is ready");
     Ok(Running {
         addr,

@@ -12,6 +12,7 @@ mod metrics;
 mod pipelines;
 mod resources;
 mod runs;
+mod serve;
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+
+pub use serve::{Limits as ServeLimits, serve};
 
 use crate::backend::embedded::control::{Resources, ServiceError};
 use crate::backend::embedded::logs::LogHub;
@@ -61,8 +64,9 @@ pub fn embedded_routes(state: EmbeddedState) -> Router {
         .with_state(state)
 }
 
-/// The whole API: the routes both modes serve, the backend's own, and a JSON 404 for the rest.
-pub fn app(ops: OpsState, backend: Router) -> Router {
+/// The whole API: the routes both modes serve, the backend's own, and a JSON 404 for the rest;
+/// request bodies over `max_body` bytes are refused with 413.
+pub fn app(ops: OpsState, backend: Router, max_body: usize) -> Router {
     Router::new()
         .merge(metrics::routes())
         .merge(drivers::routes())
@@ -70,6 +74,7 @@ pub fn app(ops: OpsState, backend: Router) -> Router {
         .with_state(ops)
         .merge(backend)
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }
 
 async fn not_found(method: axum::http::Method, uri: Uri) -> ApiError {
@@ -146,6 +151,9 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large"),
+            ),
             Err(rejection) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("Invalid request payload: {}", describe(&rejection)),

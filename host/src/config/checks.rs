@@ -59,6 +59,29 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
     if c.engine.pool_instances == 0 {
         return Err("engine.pool_instances: must be at least 1".to_string());
     }
+    let a = &c.api;
+    let api = [
+        (
+            a.max_connections == 0,
+            "api.max_connections: must be at least 1",
+        ),
+        (
+            a.max_connections_per_client == 0,
+            "api.max_connections_per_client: must be at least 1",
+        ),
+        (
+            a.header_timeout.is_zero(),
+            "api.header_timeout: must be more than zero",
+        ),
+        (
+            a.idle_timeout.is_zero(),
+            "api.idle_timeout: must be more than zero",
+        ),
+        (a.max_body == 0, "api.max_body: must be more than zero"),
+    ];
+    if let Some((_, message)) = api.iter().find(|(bad, _)| *bad) {
+        return Err(message.to_string());
+    }
     let e = &c.events;
     let nats_only = e.url.is_some() || e.tls.is_some();
     if e.source == EventSourceKind::Embedded && nats_only {

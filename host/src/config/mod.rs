@@ -116,14 +116,56 @@ pub struct ApiConfig {
     /// host prints the address it bound.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Connections held at once; when full, the connection idle the longest is closed to
+    /// make room.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections held at once from one client address.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// How long a client may take to send a request's headers (`"10s"`).
+    #[serde(
+        default = "default_header_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub header_timeout: Duration,
+    /// How long a connection with no request in flight is kept open (`"60s"`).
+    #[serde(default = "default_idle_timeout", deserialize_with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// The largest request body (`"4MiB"`); a larger one is refused with 413.
+    #[serde(default = "default_max_body", deserialize_with = "units::byte_size")]
+    pub max_body: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: default_listen(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_body: default_max_body(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    // Well under the usual open-file limit of 1024, which the drivers' files and the store
+    // share.
+    512
+}
+fn default_max_connections_per_client() -> usize {
+    256
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_body() -> u64 {
+    4 << 20
 }
 
 fn default_listen() -> SocketAddr {
