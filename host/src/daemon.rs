@@ -43,6 +43,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Starts the host: loads the drivers, starts the configured backend and serves the API.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let open = config.api.auth.tokens.is_empty();
+    if open && !config.api.listen.ip().is_loopback() {
+        anyhow::ensure!(
+            config.api.insecure,
+            "api.listen = {} is not a loopback address and [api.auth] has no tokens: anyone who \
+             can reach it could run the drivers and their secrets. Configure [[api.auth.tokens]], \
+             or set api.insecure = true to serve without authentication",
+            config.api.listen
+        );
+        tracing::warn!(
+            listen = %config.api.listen,
+            "serving the API without authentication on a non-loopback address (api.insecure = true)"
+        );
+    }
     anyhow::ensure!(
         config.drivers_dir.is_dir(),
         "drivers_dir {} is not a directory",
@@ -101,6 +115,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             gauges: started.gauges,
         },
         started.routes,
+        api::Auth::new(
+            config.api.auth.tokens(),
+            config.api.auth.open_metrics,
+            config.api.insecure,
+        ),
         usize::try_from(config.api.max_body).unwrap_or(usize::MAX),
     );
 

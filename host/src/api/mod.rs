@@ -4,6 +4,7 @@
 //! Every error is `{"error": "..."}` with a 4xx or 5xx status; unknown routes get a 404 in the
 //! same shape.
 
+mod auth;
 mod definitions;
 mod drivers;
 mod health;
@@ -22,6 +23,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 
+pub use auth::{Auth, Role, Token};
 pub use serve::{Limits as ServeLimits, serve};
 
 use crate::backend::embedded::control::{Resources, ServiceError};
@@ -64,16 +66,18 @@ pub fn embedded_routes(state: EmbeddedState) -> Router {
         .with_state(state)
 }
 
-/// The whole API: the routes both modes serve, the backend's own, and a JSON 404 for the rest;
-/// request bodies over `max_body` bytes are refused with 413.
-pub fn app(ops: OpsState, backend: Router, max_body: usize) -> Router {
+/// The whole API: the routes both modes serve, the backend's own, and a JSON 404 for the rest,
+/// behind [`auth`]; request bodies over `max_body` bytes are refused with 413.
+pub fn app(ops: OpsState, backend: Router, auth: Arc<Auth>, max_body: usize) -> Router {
     Router::new()
         .merge(metrics::routes())
         .merge(drivers::routes())
         .merge(health::routes())
         .with_state(ops)
         .merge(backend)
+        .merge(auth::routes(auth.clone()))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::check))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }
 

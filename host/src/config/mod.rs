@@ -135,6 +135,61 @@ pub struct ApiConfig {
     /// The largest request body (`"4MiB"`); a larger one is refused with 413.
     #[serde(default = "default_max_body", deserialize_with = "units::byte_size")]
     pub max_body: u64,
+    /// Serve on a non-loopback address without `[api.auth]` (the host warns).
+    #[serde(default)]
+    pub insecure: bool,
+    /// `[api.auth]`: who may call the API.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[api.auth]`: the API's credentials. With none, the API serves loopback clients only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether `GET /metrics` needs no credentials (as upstream), `true` by default.
+    #[serde(default = "default_true")]
+    pub open_metrics: bool,
+    /// `[[api.auth.tokens]]`: bearer tokens and their roles.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// The tokens, read and hashed when the config is loaded.
+    #[serde(skip)]
+    resolved: Vec<crate::api::Token>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            open_metrics: true,
+            tokens: Vec::new(),
+            resolved: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The tokens, as the API checks them (digests only).
+    pub fn tokens(&self) -> Vec<crate::api::Token> {
+        self.resolved.clone()
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One `[[api.auth.tokens]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for the host's log (never the token).
+    pub name: String,
+    /// `read`, `write` or `admin`.
+    pub role: crate::api::Role,
+    /// Where the token comes from: `{ env = "VAR" }` or `{ file = "path" }`, as secrets.
+    #[serde(flatten)]
+    pub source: SecretSource,
 }
 
 impl Default for ApiConfig {
@@ -146,6 +201,8 @@ impl Default for ApiConfig {
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
             max_body: default_max_body(),
+            insecure: false,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -469,6 +526,7 @@ impl Config {
             }
         }
         checks::config(&config)?;
+        config.api.auth.resolved = secrets::read_tokens(&config.api.auth.tokens, base)?;
         for (name, driver) in &mut config.drivers {
             let key = format!("drivers.{name}");
             let env = secrets::read_env(&key, &driver.env)?;

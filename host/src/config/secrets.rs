@@ -69,6 +69,57 @@ pub(super) fn read_env(
     Ok(out)
 }
 
+/// The shortest token accepted: a guessable token is no protection.
+const MIN_TOKEN: usize = 16;
+
+/// Reads `[[api.auth.tokens]]` and keeps only their SHA-256 digests.
+pub(super) fn read_tokens(
+    tokens: &[super::TokenConfig],
+    base: &Path,
+) -> Result<Vec<crate::api::Token>, String> {
+    use sha2::Digest;
+    let mut out: Vec<crate::api::Token> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let key = format!("api.auth.tokens[{i}]");
+        let value = read_source(&key, &t.source, base)?;
+        if value.len() < MIN_TOKEN {
+            return Err(format!(
+                "{key}: the token of {:?} is shorter than {MIN_TOKEN} characters",
+                t.name
+            ));
+        }
+        let digest: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+        if out.iter().any(|o| o.digest == digest) {
+            return Err(format!(
+                "{key}: the token of {:?} is also given to another entry",
+                t.name
+            ));
+        }
+        out.push(crate::api::Token {
+            name: t.name.clone(),
+            role: t.role,
+            digest,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads one value from the host's environment or a file (one trailing newline dropped).
+fn read_source(key: &str, source: &SecretSource, base: &Path) -> Result<String, String> {
+    match (&source.env, &source.file) {
+        (Some(var), None) => std::env::var(var)
+            .map_err(|_| format!("{key}: the host environment has no variable {var:?}")),
+        (None, Some(file)) => {
+            let file = base.join(file);
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{key}: cannot read {}: {e}", file.display()))?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
+        }
+        _ => Err(format!("{key}: give exactly one of `env` or `file`")),
+    }
+}
+
 /// Reads the values of `[<key>.secrets]`; a name may not also be a plain variable of `env`.
 pub(super) fn read_secrets(
     key: &str,
@@ -87,24 +138,7 @@ pub(super) fn read_secrets(
                  plain or secret"
             ));
         }
-        let value = match (&source.env, &source.file) {
-            (Some(var), None) => std::env::var(var).map_err(|_| {
-                format!("{key}.secrets.{name}: the host environment has no variable {var:?}")
-            })?,
-            (None, Some(file)) => {
-                let file = base.join(file);
-                let text = std::fs::read_to_string(&file).map_err(|e| {
-                    format!("{key}.secrets.{name}: cannot read {}: {e}", file.display())
-                })?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                text.strip_suffix('\r').unwrap_or(text).to_string()
-            }
-            _ => {
-                return Err(format!(
-                    "{key}.secrets.{name}: give exactly one of `env` or `file`"
-                ));
-            }
-        };
+        let value = read_source(&format!("{key}.secrets.{name}"), source, base)?;
         if value.is_empty() {
             return Err(format!(
                 "{key}.secrets.{name}: the value is empty (an empty secret cannot be redacted)"
