@@ -26,6 +26,8 @@ const HTTP_DRAIN: Duration = Duration::from_secs(3);
 pub struct Running {
     /// The address the API listens on.
     pub addr: SocketAddr,
+    /// `http`, or `https` with `[api.tls]`.
+    pub scheme: &'static str,
     shutdown: CancellationToken,
     manager: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
@@ -35,7 +37,7 @@ pub struct Running {
 /// Runs the host until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let host = start(config).await?;
-    println!("conveyor-host listening on http://{}", host.addr);
+    println!("conveyor-host listening on {}://{}", host.scheme, host.addr);
     signal().await;
     host.stop().await;
     Ok(())
@@ -133,10 +135,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         header_timeout: config.api.header_timeout,
         idle_timeout: config.api.idle_timeout,
     };
-    let server = tokio::spawn(api::serve(listener, app, limits, shutdown.clone()));
-    tracing::info!(%addr, source = %config.events.source, "conveyor-host is ready");
+    let tls = match &config.api.tls {
+        Some(t) => Some(api::tls_acceptor(&t.cert, &t.key, t.client_ca.as_deref())?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = tokio::spawn(api::serve(listener, app, limits, tls, shutdown.clone()));
+    tracing::info!(%addr, %scheme, source = %config.events.source, "conveyor-host is ready");
     Ok(Running {
         addr,
+        scheme,
         shutdown,
         manager: started.manager,
         server,

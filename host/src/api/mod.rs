@@ -14,6 +14,7 @@ mod pipelines;
 mod resources;
 mod runs;
 mod serve;
+mod tls;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use axum::{Json, Router};
 
 pub use auth::{Auth, Role, Token};
 pub use serve::{Limits as ServeLimits, serve};
+pub use tls::acceptor as tls_acceptor;
 
 use crate::backend::embedded::control::{Resources, ServiceError};
 use crate::backend::embedded::logs::LogHub;

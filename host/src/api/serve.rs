@@ -19,7 +19,8 @@ use axum::extract::ConnectInfo;
 use futures::StreamExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -124,11 +125,13 @@ impl Held {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`; then asks every connection to close.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown`; then asks
+/// every connection to close.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let held = Arc::new(Mutex::new(Held::default()));
@@ -166,10 +169,21 @@ pub async fn serve(
             h.conns.insert(id, conn.clone());
             (id, conn)
         };
-        let (app, held, limits) = (app.clone(), held.clone(), limits);
+        let (app, held, limits, tls) = (app.clone(), held.clone(), limits, tls.clone());
         tasks.spawn(async move {
             let (id, conn) = conn;
-            serve_connection(stream, peer, app, conn, &limits).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, peer, app, conn, &limits).await,
+                Some(tls) => {
+                    // The handshake counts as reading the request's headers.
+                    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, app, conn, &limits).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             held.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .conns
@@ -181,14 +195,13 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     conn: Arc<Conn>,
     limits: &Limits,
 ) {
-    let _ = stream.set_nodelay(true);
     let for_requests = conn.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let (app, conn) = (app.clone(), for_requests.clone());

@@ -141,6 +141,21 @@ pub struct ApiConfig {
     /// `[api.auth]`: who may call the API.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[api.tls]`: serve HTTPS.
+    #[serde(default)]
+    pub tls: Option<ApiTls>,
+}
+
+/// `[api.tls]`: the API over TLS. Relative paths are relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA certificate(s): when given, clients must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[api.auth]`: the API's credentials. With none, the API serves loopback clients only.
@@ -203,6 +218,7 @@ impl Default for ApiConfig {
             max_body: default_max_body(),
             insecure: false,
             auth: AuthConfig::default(),
+            tls: None,
         }
     }
 }
@@ -512,6 +528,18 @@ impl Config {
         let mut config: Config = toml::from_str(text).map_err(describe_toml_error)?;
         config.drivers_dir = base.join(&config.drivers_dir);
         config.data_dir = base.join(&config.data_dir);
+        if let Some(tls) = &mut config.api.tls {
+            for path in [
+                Some(&mut tls.cert),
+                Some(&mut tls.key),
+                tls.client_ca.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *path = base.join(&*path);
+            }
+        }
         if let Some(tls) = &mut config.events.tls {
             for path in [&mut tls.ca, &mut tls.cert, &mut tls.key]
                 .into_iter()
