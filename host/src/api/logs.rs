@@ -15,10 +15,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -67,29 +68,58 @@ fn end_json(end: &RunEnded) -> String {
     .unwrap_or_default()
 }
 
+/// Lines `GET /logs` returns when the request names no `limit`.
+pub const DEFAULT_LOG_PAGE: u32 = 10_000;
+/// The most lines one `GET /logs` returns.
+pub const MAX_LOG_PAGE: u32 = 100_000;
+/// The response header naming the cursor of the next page: pass it as `after`.
+pub const NEXT_AFTER: HeaderName = HeaderName::from_static("x-conveyor-next-after");
+
 #[derive(serde::Deserialize)]
 struct LogQuery {
     driver: Option<String>,
     runid: Option<String>,
     pipeline: Option<String>,
+    /// Only lines stored after this cursor (the `X-Conveyor-Next-After` of the last page).
+    after: Option<i64>,
+    /// At most this many lines.
+    limit: Option<u32>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
+/// `GET /logs`: stored lines in order, a page at a time. A full page carries the cursor of
+/// the next one in `X-Conveyor-Next-After`.
 async fn query(
     State(s): State<AppState>,
-    Query(q): Query<LogQuery>,
-) -> Result<Json<Vec<Log>>, ApiError> {
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LOG_PAGE);
+    if limit == 0 || limit > MAX_LOG_PAGE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_LOG_PAGE}"),
+        ));
+    }
     let filter = LogFilter {
         run_id: non_empty(q.runid),
         driver: non_empty(q.driver),
         pipeline: non_empty(q.pipeline),
-        after_seq: None,
+        after_seq: q.after,
+        limit: Some(limit),
     };
     let lines = s.logs.query(&filter)?;
-    Ok(Json(lines.into_iter().map(|l| l.log).collect()))
+    let next = (lines.len() == limit as usize)
+        .then(|| lines.last().map(|l| l.seq))
+        .flatten();
+    let body = Json(lines.into_iter().map(|l| l.log).collect::<Vec<Log>>());
+    Ok(match next {
+        Some(seq) => ([(NEXT_AFTER, HeaderValue::from(seq))], body).into_response(),
+        None => body.into_response(),
+    })
 }
 
 /// `POST /logs`: stores a line sent by an outside producer (upstream's route), and streams it.
@@ -135,6 +165,7 @@ fn stream(
         driver,
         pipeline: None,
         after_seq: None,
+        limit: None,
     };
     let lines = follow(s.logs.clone(), s.store.clone(), filter);
     match ws {
@@ -271,29 +302,38 @@ async fn finish(
     tx.send(Item::End(end)).await.map_err(drop)
 }
 
-/// Sends the stored lines after `last`; `Err` when the subscriber is gone.
+/// Lines a stream reads from the store at a time, so a long run's replay holds one page.
+const REPLAY_PAGE: u32 = 1_000;
+
+/// Sends the stored lines after `last`, a page at a time; `Err` when the subscriber is gone.
 async fn replay(
     logs: &LogHub,
     filter: &LogFilter,
     last: &mut i64,
     tx: &mpsc::Sender<Item>,
 ) -> Result<(), ()> {
-    let filter = LogFilter {
-        after_seq: Some(*last),
-        ..filter.clone()
-    };
-    let lines = match logs.query(&filter) {
-        Ok(lines) => lines,
-        Err(e) => {
-            tracing::error!(error = %e, "could not read logs for a stream");
-            return Err(());
+    loop {
+        let page = LogFilter {
+            after_seq: Some(*last),
+            limit: Some(REPLAY_PAGE),
+            ..filter.clone()
+        };
+        let lines = match logs.query(&page) {
+            Ok(lines) => lines,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read logs for a stream");
+                return Err(());
+            }
+        };
+        let full = lines.len() == REPLAY_PAGE as usize;
+        for line in lines {
+            *last = line.seq;
+            tx.send(Item::Line(line)).await.map_err(drop)?;
         }
-    };
-    for line in lines {
-        *last = line.seq;
-        tx.send(Item::Line(line)).await.map_err(drop)?;
+        if !full {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 fn matches(filter: &LogFilter, log: &Log) -> bool {

@@ -3,7 +3,8 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -61,12 +62,16 @@ struct ListQuery {
     pipeline: Option<String>,
     status: Option<String>,
     limit: Option<u32>,
+    /// Only runs older than this run id (the `X-Conveyor-Next-After` of the last page).
+    after: Option<String>,
 }
 
+/// `GET /runs`: newest first, a page at a time; a full page carries the cursor of the next
+/// one in `X-Conveyor-Next-After`.
 async fn list(
     State(s): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Vec<RunView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
     let status = non_empty(q.status)
@@ -86,8 +91,16 @@ async fn list(
         pipeline: non_empty(q.pipeline),
         status,
         limit,
+        after: non_empty(q.after),
     };
-    Ok(Json(
-        s.store.runs(&filter)?.into_iter().map(Into::into).collect(),
-    ))
+    let runs = s.store.runs(&filter)?;
+    let next = (runs.len() == limit as usize)
+        .then(|| runs.last().map(|r| r.runid.clone()))
+        .flatten()
+        .and_then(|id| HeaderValue::from_str(&id).ok());
+    let body = Json(runs.into_iter().map(RunView::from).collect::<Vec<_>>());
+    Ok(match next {
+        Some(id) => ([(super::logs::NEXT_AFTER, id)], body).into_response(),
+        None => body.into_response(),
+    })
 }

@@ -26,6 +26,8 @@ pub struct LogFilter {
     pub pipeline: Option<String>,
     /// Only lines after this sequence number.
     pub after_seq: Option<i64>,
+    /// At most this many lines.
+    pub limit: Option<u32>,
 }
 
 impl Store {
@@ -62,7 +64,7 @@ impl Store {
                 "SELECT seq, run_id, driver, pipeline, timestamp, message, labels FROM logs
                  WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR driver = ?2)
                    AND (?3 IS NULL OR pipeline = ?3) AND seq > ?4
-                 ORDER BY seq",
+                 ORDER BY seq LIMIT ?5",
             )?;
             let rows = stmt
                 .query_map(
@@ -70,7 +72,8 @@ impl Store {
                         filter.run_id,
                         filter.driver,
                         filter.pipeline,
-                        filter.after_seq.unwrap_or(0)
+                        filter.after_seq.unwrap_or(0),
+                        filter.limit.map_or(-1, i64::from)
                     ],
                     |r| {
                         Ok((
@@ -141,5 +144,14 @@ mod tests {
             })
             .unwrap();
         assert_eq!(after.len(), 2);
+        let page = s
+            .logs(&LogFilter {
+                after_seq: Some(stored[0].seq),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].seq, stored[1].seq);
     }
 }

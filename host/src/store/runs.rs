@@ -234,6 +234,8 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// At most this many, newest first.
     pub limit: u32,
+    /// Only runs older than this one (the last run of the previous page).
+    pub after: Option<String>,
 }
 
 /// A driver's final result, as stored: the result and the run's step it ended (1-based).
@@ -493,6 +495,7 @@ impl Store {
                 "SELECT run_id FROM runs
                  WHERE (?1 IS NULL OR resource_type = ?1) AND (?2 IS NULL OR resource_name = ?2)
                    AND (?3 IS NULL OR pipeline = ?3) AND (?4 IS NULL OR status = ?4)
+                   AND (?6 IS NULL OR rowid < (SELECT rowid FROM runs WHERE run_id = ?6))
                  ORDER BY rowid DESC LIMIT ?5",
             )?;
             stmt.query_map(
@@ -501,7 +504,8 @@ impl Store {
                     filter.resource_name,
                     filter.pipeline,
                     filter.status.map(RunStatus::as_str),
-                    filter.limit
+                    filter.limit,
+                    filter.after
                 ],
                 |r| r.get(0),
             )?
