@@ -15,6 +15,7 @@ pub(super) struct BudgetKeys {
     pub log_lines: Option<u32>,
     pub log_bytes: Option<u64>,
     pub result_size: Option<u64>,
+    pub client_calls: Option<u32>,
     pub concurrency: Option<u32>,
     pub max_attempts: Option<u32>,
 }
@@ -39,6 +40,10 @@ pub(super) fn budget(prefix: &str, b: &BudgetKeys) -> Result<(), String> {
         (
             b.result_size == Some(0),
             "result_size: must be more than zero",
+        ),
+        (
+            b.client_calls == Some(0),
+            "client_calls: must be at least 1",
         ),
         (b.concurrency == Some(0), "concurrency: must be at least 1"),
         (

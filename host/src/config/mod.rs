@@ -333,6 +333,12 @@ pub struct DriverDefaults {
     /// The largest result (message and data) a run may return (`"1MiB"`).
     #[serde(default = "default_result_size", deserialize_with = "units::byte_size")]
     pub result_size: u64,
+    /// Calls one run may make through the API client import.
+    #[serde(default = "default_client_calls")]
+    pub client_calls: u32,
+    /// Resources one run may create through the API client import.
+    #[serde(default = "default_creates_per_run")]
+    pub creates_per_run: u32,
     /// Events one driver handles at the same time (1 by default, as upstream).
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
@@ -353,6 +359,8 @@ impl Default for DriverDefaults {
             log_lines: default_log_lines(),
             log_bytes: default_log_bytes(),
             result_size: default_result_size(),
+            client_calls: default_client_calls(),
+            creates_per_run: default_creates_per_run(),
             concurrency: default_concurrency(),
             max_attempts: default_max_attempts(),
             backoff: default_backoff(),
@@ -374,6 +382,13 @@ fn default_log_lines() -> u32 {
 }
 fn default_log_bytes() -> u64 {
     1 << 20
+}
+fn default_client_calls() -> u32 {
+    // Far more than a reconcile that reads a few resources needs; a loop hits it at once.
+    1_000
+}
+fn default_creates_per_run() -> u32 {
+    100
 }
 fn default_result_size() -> u64 {
     1 << 20
@@ -435,6 +450,10 @@ pub struct DriverConfig {
     /// Largest result.
     #[serde(default, deserialize_with = "units::opt_byte_size")]
     pub result_size: Option<u64>,
+    /// Client calls per run.
+    pub client_calls: Option<u32>,
+    /// Resources created per run.
+    pub creates_per_run: Option<u32>,
     /// Deliveries before a transient failure is final.
     pub max_attempts: Option<u32>,
     /// The first retry delay.
@@ -580,6 +599,7 @@ impl DriverDefaults {
             log_lines: Some(self.log_lines),
             log_bytes: Some(self.log_bytes),
             result_size: Some(self.result_size),
+            client_calls: Some(self.client_calls),
             concurrency: Some(self.concurrency),
             max_attempts: Some(self.max_attempts),
         }
@@ -595,6 +615,7 @@ impl DriverConfig {
             log_lines: self.log_lines,
             log_bytes: self.log_bytes,
             result_size: self.result_size,
+            client_calls: self.client_calls,
             concurrency: self.concurrency,
             max_attempts: self.max_attempts,
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Config, DirGrant, DirMode, DriverConfig, HttpGrant, Secret};
-use crate::manager::{DriverPolicy, Policies, RetryPolicy};
+use crate::manager::{ClientBudget, DriverPolicy, Policies, RetryPolicy};
 use crate::wasm::imports::http::{HostPattern, HttpPolicy};
 use crate::wasm::imports::wasi::{self, WasiGrants};
 use crate::wasm::redact::Redactor;
@@ -31,6 +31,10 @@ pub struct DriverSettings {
     pub log_bytes: u64,
     /// Largest result, in bytes.
     pub result_size: u64,
+    /// Client calls per run.
+    pub client_calls: u32,
+    /// Resources created per run.
+    pub creates_per_run: u32,
     /// Deliveries before a transient failure is final.
     pub max_attempts: u32,
     /// The first retry delay.
@@ -59,6 +63,8 @@ impl Config {
             log_lines: o.log_lines.unwrap_or(d.log_lines),
             log_bytes: o.log_bytes.unwrap_or(d.log_bytes),
             result_size: o.result_size.unwrap_or(d.result_size),
+            client_calls: o.client_calls.unwrap_or(d.client_calls),
+            creates_per_run: o.creates_per_run.unwrap_or(d.creates_per_run),
             max_attempts: o.max_attempts.unwrap_or(d.max_attempts),
             backoff: o.backoff.unwrap_or(d.backoff),
             dirs: o.dirs.clone(),
@@ -137,6 +143,10 @@ impl DriverSettings {
                 backoff: self.backoff,
             },
             concurrency: self.concurrency,
+            client: ClientBudget {
+                calls: self.client_calls,
+                creates: self.creates_per_run,
+            },
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`retry`]: what an outcome means (done, retry after a backoff, give up);
 //! - [`policy`]: each driver's limits, grants and retry policy, resolved from the config.
 
+mod client;
 pub mod policy;
 pub mod retry;
 mod run;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use policy::{DriverPolicy, Policies, RetryPolicy};
+pub use policy::{ClientBudget, DriverPolicy, Policies, RetryPolicy};
 
 use crate::backend::{EventSource, LogPipeline};
 use crate::keyed_lock::KeyedLocks;

@@ -43,6 +43,18 @@ pub struct DriverPolicy {
     pub retry: RetryPolicy,
     /// Events handled at the same time.
     pub concurrency: u32,
+    /// What one run may ask of the API client.
+    pub client: ClientBudget,
+}
+
+/// What one run may ask of the API client: enough for any reconcile that reads and writes a
+/// few resources, and a stop for one that loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientBudget {
+    /// Calls of any kind.
+    pub calls: u32,
+    /// Resources created.
+    pub creates: u32,
 }
 
 /// The policy of every driver: the configured ones by name, and the defaults for the rest.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::client::RunClient;
 use super::retry::{self, Verdict};
 use super::{DriverPolicy, Manager};
 use crate::backend::{Delivery, EventSource, Settlement};
@@ -62,7 +63,7 @@ impl<S: EventSource> Manager<S> {
         };
         let ctx = RunContext {
             logger: logger.clone(),
-            client: self.client.clone(),
+            client: RunClient::new(self.client.clone(), policy.client, logger.clone()),
             grants: policy.grants.clone(),
         };
         self.metrics.started(&d.driver);
