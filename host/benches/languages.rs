@@ -149,6 +149,7 @@ impl Bench {
                 .with_budget(10_000, 1 << 20),
             client: self.client.clone(),
             grants: Grants::none(),
+            cancel: Default::default(),
         };
         self.sandbox
             .reconcile(pre, event, ctx, BUDGET)

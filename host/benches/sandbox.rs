@@ -261,6 +261,7 @@ impl Bench {
             logger,
             client: self.client.clone(),
             grants: Grants::none(),
+            cancel: Default::default(),
         };
         self.sandbox
             .reconcile(&case.sandbox, event, ctx, budget)

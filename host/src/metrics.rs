@@ -85,7 +85,14 @@ pub trait Gauges: Send + Sync {
 }
 
 /// Run statuses the `conveyor_runs` gauge always shows (0 included).
-const RUN_STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "superseded"];
+const RUN_STATUSES: [&str; 6] = [
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "superseded",
+    "cancelled",
+];
 /// Statuses of runs that are not over.
 const ACTIVE_STATUSES: [&str; 2] = ["queued", "running"];
 

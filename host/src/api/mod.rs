@@ -55,6 +55,8 @@ pub struct EmbeddedState {
     pub store: Arc<Store>,
     /// Log lines, stored and live.
     pub logs: Arc<LogHub>,
+    /// The reconciles in flight, to cancel runs.
+    pub cancellations: Arc<crate::manager::Cancellations>,
 }
 
 /// The embedded mode's Conveyor-compatible routes.

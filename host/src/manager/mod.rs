@@ -8,6 +8,7 @@
 //! - [`retry`]: what an outcome means (done, retry after a backoff, give up);
 //! - [`policy`]: each driver's limits, grants and retry policy, resolved from the config.
 
+mod cancel;
 mod client;
 pub mod policy;
 pub mod retry;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use cancel::Cancellations;
 pub use policy::{ClientBudget, DriverPolicy, Policies, RetryPolicy};
 
 use crate::backend::{EventSource, LogPipeline};
@@ -37,6 +39,7 @@ pub struct Manager<S: EventSource> {
     client: Arc<dyn ApiClient>,
     policies: Policies,
     metrics: Arc<Metrics>,
+    cancellations: Arc<Cancellations>,
     /// One reconcile per (driver, resource type, resource name) at a time.
     keys: Arc<KeyedLocks<(String, String, String)>>,
 }
@@ -51,6 +54,7 @@ impl<S: EventSource> Manager<S> {
         client: Arc<dyn ApiClient>,
         policies: Policies,
         metrics: Arc<Metrics>,
+        cancellations: Arc<Cancellations>,
     ) -> Arc<Self> {
         Arc::new(Manager {
             source,
@@ -60,6 +64,7 @@ impl<S: EventSource> Manager<S> {
             client,
             policies,
             metrics,
+            cancellations,
             keys: Arc::default(),
         })
     }

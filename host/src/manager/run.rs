@@ -61,10 +61,12 @@ impl<S: EventSource> Manager<S> {
             pipeline: pipeline(d).map(str::to_string),
             attempt: d.attempt,
         };
+        let registered = self.cancellations.register(&d.run_id);
         let ctx = RunContext {
             logger: logger.clone(),
             client: RunClient::new(self.client.clone(), policy.client, logger.clone()),
             grants: policy.grants.clone(),
+            cancel: registered.token.clone(),
         };
         self.metrics.started(&d.driver);
         let clock = Instant::now();
@@ -72,6 +74,7 @@ impl<S: EventSource> Manager<S> {
             .sandbox
             .reconcile(&driver.pre, event, ctx, policy.limits)
             .await;
+        drop(registered);
 
         // Verdict.
         let verdict = retry::decide(reconciled.outcome, d.attempt, &policy.retry);

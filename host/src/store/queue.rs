@@ -253,3 +253,16 @@ pub fn pending_entries(tx: &Tx<'_>, driver: &str, kind: &str, name: &str) -> Res
     }
     Ok(rows)
 }
+
+/// The rows of a run that no consumer has taken.
+pub fn unclaimed_of_run(tx: &Tx<'_>, run_id: &str) -> Result<Vec<QueueRow>> {
+    let ids: Vec<i64> = tx
+        .prepare_cached("SELECT id FROM queue WHERE run_id = ?1 AND claimed = 0")?
+        .query_map([run_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        rows.extend(row(tx, id)?);
+    }
+    Ok(rows)
+}

@@ -26,6 +26,8 @@ pub enum RunStatus {
     /// A newer change of the same resource replaced the run's pending events before they
     /// were delivered (see "coalescing" in the README).
     Superseded,
+    /// An operator cancelled it.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -37,6 +39,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Superseded => "superseded",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -56,9 +59,10 @@ impl FromStr for RunStatus {
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
             "superseded" => RunStatus::Superseded,
+            "cancelled" => RunStatus::Cancelled,
             other => {
                 return Err(format!(
-                    "unknown run status {other:?}: use queued, running, succeeded, failed or superseded"
+                    "unknown run status {other:?}: use queued, running, succeeded, failed, superseded or cancelled"
                 ));
             }
         })

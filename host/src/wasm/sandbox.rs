@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -59,6 +60,9 @@ pub struct RunContext {
     pub client: Arc<dyn ApiClient>,
     /// What the driver is granted.
     pub grants: Arc<Grants>,
+    /// Cancelled when an operator cancels the run: the call stops at the next epoch tick, or
+    /// at once when it is blocked in a host call.
+    pub cancel: CancellationToken,
 }
 
 /// How a sandboxed call failed, the same word in results, logs and metrics.
@@ -84,6 +88,8 @@ pub enum FailureKind {
     Instantiate,
     /// The guest returned a result the host cannot use (data that is not JSON).
     InvalidResult,
+    /// An operator cancelled the run.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -99,6 +105,7 @@ impl FailureKind {
             FailureKind::ResultTooLarge => "result-too-large",
             FailureKind::Instantiate => "instantiate",
             FailureKind::InvalidResult => "invalid-result",
+            FailureKind::Cancelled => "cancelled",
         }
     }
 
@@ -114,6 +121,7 @@ impl FailureKind {
             FailureKind::ResultTooLarge,
             FailureKind::Instantiate,
             FailureKind::InvalidResult,
+            FailureKind::Cancelled,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -130,6 +138,7 @@ impl FailureKind {
                 | FailureKind::ResultTooLarge
                 | FailureKind::LogLimit
                 | FailureKind::Denied
+                | FailureKind::Cancelled
         )
     }
 }
@@ -214,6 +223,11 @@ impl WasiHttpView for RunState {
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
 struct DeadlineExceeded;
+
+/// Raised from the epoch callback when the run was cancelled.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+struct Cancelled;
 
 /// Raised from the epoch callback when the CPU budget is spent.
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +321,7 @@ impl Sandbox {
             logger,
             client: Arc::new(NoClient("the API client is not available during info()")),
             grants: Grants::none(),
+            cancel: CancellationToken::new(),
         };
         self.call_timed(pre, ctx, Limits::INFO, |driver, store| {
             Box::pin(async move { driver.call_info(store).await })
@@ -410,10 +425,14 @@ impl Sandbox {
         let deadline = Instant::now() + budget.timeout;
         let cpu_ticks = budget.cpu.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
         let mut ticks: u128 = 0;
+        let cancel = ctx.cancel.clone();
+        let cancelled = ctx.cancel.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             ticks += 1;
-            if Instant::now() >= deadline {
+            if cancel.is_cancelled() {
+                Err(wasmtime::Error::new(Cancelled))
+            } else if Instant::now() >= deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else if ticks > cpu_ticks {
                 Err(wasmtime::Error::new(CpuExceeded))
@@ -426,7 +445,7 @@ impl Sandbox {
         });
 
         let mut instantiate = None;
-        let outcome = tokio::time::timeout(budget.timeout, async {
+        let call = tokio::time::timeout(budget.timeout, async {
             let started = Instant::now();
             let driver = pre
                 .instantiate_async(&mut store)
@@ -434,8 +453,12 @@ impl Sandbox {
                 .map_err(|e| (Stage::Instantiate, e))?;
             instantiate = Some(started.elapsed());
             f(&driver, &mut store).await.map_err(|e| (Stage::Call, e))
-        })
-        .await;
+        });
+        // A guest blocked in a host call sees no epoch tick: the cancellation races the call.
+        let outcome = tokio::select! {
+            o = call => o,
+            _ = cancelled.cancelled() => Ok(Err((Stage::Call, wasmtime::Error::new(Cancelled)))),
+        };
         stdout.finish();
         stderr.finish();
         let denials = denials.all();
@@ -524,6 +547,13 @@ fn classify(
 ) -> RunFailure {
     if e.is::<DeadlineExceeded>() {
         return RunFailure::timeout(budget, denials);
+    }
+    if e.is::<Cancelled>() {
+        return RunFailure {
+            kind: FailureKind::Cancelled,
+            message: "the run was cancelled".into(),
+            denials,
+        };
     }
     let (kind, message) = if e.is::<CpuExceeded>() {
         (

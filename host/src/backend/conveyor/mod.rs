@@ -52,6 +52,7 @@ pub async fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started
         client,
         shared.policies,
         shared.metrics,
+        Default::default(),
     );
     Ok(Started {
         manager: tokio::spawn(manager.run(shared.shutdown)),

@@ -20,7 +20,7 @@ use anyhow::Context;
 
 use super::{Shared, Started};
 use crate::config::Config;
-use crate::manager::Manager;
+use crate::manager::{Cancellations, Manager};
 use crate::metrics::{Gauges, GaugesError, RunGauges};
 use crate::store::Store;
 
@@ -63,6 +63,7 @@ pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started> {
         settings.missing_driver_wait,
         shared.shutdown.clone(),
     ));
+    let cancellations = Arc::new(Cancellations::default());
     let manager = Manager::new(
         queue,
         shared.registry.clone(),
@@ -71,11 +72,13 @@ pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started> {
         resources.clone(),
         shared.policies,
         shared.metrics,
+        cancellations.clone(),
     );
     let routes = crate::api::embedded_routes(crate::api::EmbeddedState {
         resources,
         store: store.clone(),
         logs: logs.clone(),
+        cancellations,
     });
     Ok(Started {
         manager: tokio::spawn(manager.run(shared.shutdown)),

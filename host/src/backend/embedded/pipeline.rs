@@ -141,6 +141,31 @@ fn coalesce(tx: &Tx<'_>, run: &NewRun, driver: &str) -> Result<String> {
     Ok(event)
 }
 
+/// Cancels a run: its events no consumer has taken are removed (their steps skipped with
+/// `why`) and the run ends `cancelled`; events being delivered stay, for the manager to stop.
+/// `None` for an unknown run, `Some(false)` for one that was already over.
+pub fn cancel_run(tx: &Tx<'_>, run_id: &str, why: &str) -> Result<Option<bool>> {
+    let Some((_, status, _)) = runs::run_state(tx, run_id)? else {
+        return Ok(None);
+    };
+    if status.is_final() {
+        return Ok(Some(false));
+    }
+    for row in queue::unclaimed_of_run(tx, run_id)? {
+        queue::remove(tx, row.id)?;
+        runs::end_step(
+            tx,
+            run_id,
+            row.event.step,
+            StepStatus::Skipped,
+            why,
+            row.attempts,
+        )?;
+    }
+    runs::finish_run(tx, run_id, RunStatus::Cancelled, why)?;
+    Ok(Some(true))
+}
+
 /// Stores how a queued event ended, removes it and moves its run on. `false` when the event
 /// was no longer queued (nothing is written then).
 pub fn settle(tx: &Tx<'_>, id: i64, end: StepEnd<'_>) -> Result<bool> {
@@ -592,6 +617,25 @@ mod tests {
         let res = s.resource("pipe", "a").unwrap().unwrap();
         assert!(res.metadata["driverresults.d1"].contains("\"success\":true"));
         assert_eq!(res.version(), 1);
+    }
+
+    #[test]
+    fn a_cancelled_run_drops_its_queued_steps() {
+        let (_d, s) = store();
+        s.insert_resource(
+            &resource("a"),
+            &run("R", "a", Some("p"), "create", &["x", "y"]),
+        )
+        .unwrap();
+        let why = "cancelled by an operator";
+        assert_eq!(s.write(|tx| cancel_run(tx, "R", why)).unwrap(), Some(true));
+        assert_eq!(s.queue_depth().unwrap(), 0);
+        let run = s.run("R").unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Cancelled);
+        assert_eq!(run.steps[0].status, StepStatus::Skipped);
+        assert_eq!(run.steps[0].message, why);
+        assert_eq!(s.write(|tx| cancel_run(tx, "R", why)).unwrap(), Some(false));
+        assert_eq!(s.write(|tx| cancel_run(tx, "nope", why)).unwrap(), None);
     }
 
     #[test]
