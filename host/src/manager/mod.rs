@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use cancel::Cancellations;
 pub use policy::{ClientBudget, DriverPolicy, Policies, RetryPolicy};
 
-use crate::backend::{EventSource, LogPipeline};
+use crate::backend::{EventSource, LogPipeline, Shared};
 use crate::keyed_lock::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -45,25 +45,23 @@ pub struct Manager<S: EventSource> {
 }
 
 impl<S: EventSource> Manager<S> {
-    /// A manager; call [`Manager::run`] to start it.
+    /// A manager over `source`, writing run logs to `logs` and answering the drivers' client
+    /// import with `client`; call [`Manager::run`] to start it.
     pub fn new(
         source: Arc<S>,
-        registry: Arc<Registry>,
-        sandbox: Arc<Sandbox>,
         logs: Arc<dyn LogPipeline>,
         client: Arc<dyn ApiClient>,
-        policies: Policies,
-        metrics: Arc<Metrics>,
+        shared: &Shared,
         cancellations: Arc<Cancellations>,
     ) -> Arc<Self> {
         Arc::new(Manager {
             source,
-            registry,
-            sandbox,
+            registry: shared.registry.clone(),
+            sandbox: shared.sandbox.clone(),
             logs,
             client,
-            policies,
-            metrics,
+            policies: shared.policies.clone(),
+            metrics: shared.metrics.clone(),
             cancellations,
             keys: Arc::default(),
         })

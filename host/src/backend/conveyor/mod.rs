@@ -44,16 +44,7 @@ pub async fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started
             "the Conveyor API client is not configured: set [conveyor] api_url in the host config",
         )),
     };
-    let manager = Manager::new(
-        source,
-        shared.registry.clone(),
-        shared.sandbox,
-        logs.clone(),
-        client,
-        shared.policies,
-        shared.metrics,
-        Default::default(),
-    );
+    let manager = Manager::new(source, logs.clone(), client, &shared, Default::default());
     Ok(Started {
         manager: tokio::spawn(manager.run(shared.shutdown)),
         logs,

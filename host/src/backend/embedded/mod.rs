@@ -66,12 +66,9 @@ pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started> {
     let cancellations = Arc::new(Cancellations::default());
     let manager = Manager::new(
         queue,
-        shared.registry.clone(),
-        shared.sandbox,
         logs.clone(),
         resources.clone(),
-        shared.policies,
-        shared.metrics,
+        &shared,
         cancellations.clone(),
     );
     let routes = crate::api::embedded_routes(crate::api::EmbeddedState {
