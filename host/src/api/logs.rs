@@ -12,13 +12,15 @@
 //! duplicate. A subscriber that falls behind the live buffer catches up from the store.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -135,13 +137,84 @@ async fn append(
     Ok((StatusCode::CREATED, "Created"))
 }
 
+/// Open log streams, capped in total and per client address: each holds a subscription and
+/// a task, so they cannot be opened without bound.
+pub struct StreamSlots {
+    max: usize,
+    per_client: usize,
+    open: std::sync::Mutex<(usize, std::collections::HashMap<IpAddr, usize>)>,
+}
+
+/// One open stream's slot; dropping it frees the slot.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    ip: IpAddr,
+}
+
+impl StreamSlots {
+    /// At most `max` streams, `per_client` from one address.
+    pub fn new(max: usize, per_client: usize) -> Arc<StreamSlots> {
+        Arc::new(StreamSlots {
+            max,
+            per_client,
+            open: std::sync::Mutex::default(),
+        })
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_ip) = &mut *open;
+        let mine = by_ip.get(&ip).copied().unwrap_or(0);
+        if *total >= self.max || mine >= self.per_client {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many open log streams (at most {} in all, {} per client)",
+                    self.max, self.per_client
+                ),
+            ));
+        }
+        *total += 1;
+        by_ip.insert(ip, mine + 1);
+        Ok(StreamSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_ip) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The client's address, as the server recorded it (unspecified when served without it).
+fn client_ip(info: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    info.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| {
+        a.ip()
+    })
+}
+
 /// `GET /logs/streams/{driver}/{runid}`: one driver's lines of a run.
 async fn driver_stream(
     State(s): State<AppState>,
     Path((driver, runid)): Path<(String, String)>,
+    info: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    stream(s, runid, Some(driver), ws)
+    match s.streams.acquire(client_ip(info)) {
+        Ok(slot) => stream(s, runid, Some(driver), ws, slot),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /logs/pipeline/{runid}`: every driver's lines of a run, in the order they were
@@ -149,9 +222,13 @@ async fn driver_stream(
 async fn run_stream(
     State(s): State<AppState>,
     Path(runid): Path<String>,
+    info: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    stream(s, runid, None, ws)
+    match s.streams.acquire(client_ip(info)) {
+        Ok(slot) => stream(s, runid, None, ws, slot),
+        Err(e) => e.into_response(),
+    }
 }
 
 fn stream(
@@ -159,6 +236,7 @@ fn stream(
     runid: String,
     driver: Option<String>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    slot: StreamSlot,
 ) -> Response {
     let filter = LogFilter {
         run_id: Some(runid),
@@ -169,10 +247,11 @@ fn stream(
     };
     let lines = follow(s.logs.clone(), s.store.clone(), filter);
     match ws {
-        Ok(ws) => ws.on_upgrade(move |socket| send_ws(socket, lines)),
+        Ok(ws) => ws.on_upgrade(move |socket| send_ws(socket, lines, slot)),
         // Not an upgrade request: Server-Sent Events.
         Err(_) => {
-            let events = ReceiverStream::new(lines).map(|item| {
+            let events = ReceiverStream::new(lines).map(move |item| {
+                let _ = &slot;
                 Ok::<_, Infallible>(match item {
                     Item::Line(l) => {
                         let json = serde_json::to_string(&l.log).unwrap_or_default();
@@ -192,7 +271,7 @@ fn stream(
     }
 }
 
-async fn send_ws(mut socket: WebSocket, mut lines: mpsc::Receiver<Item>) {
+async fn send_ws(mut socket: WebSocket, mut lines: mpsc::Receiver<Item>, _slot: StreamSlot) {
     loop {
         tokio::select! {
             item = lines.recv() => match item {

@@ -10,6 +10,7 @@ mod drivers;
 mod health;
 mod logs;
 mod metrics;
+mod operator;
 mod pipelines;
 mod resources;
 mod runs;
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 
 pub use auth::{Auth, Role, Token};
+pub use logs::StreamSlots;
 pub use serve::{Limits as ServeLimits, serve};
 pub use tls::acceptor as tls_acceptor;
 
@@ -57,6 +59,8 @@ pub struct EmbeddedState {
     pub logs: Arc<LogHub>,
     /// The reconciles in flight, to cancel runs.
     pub cancellations: Arc<crate::manager::Cancellations>,
+    /// Open log streams.
+    pub streams: Arc<logs::StreamSlots>,
 }
 
 /// The embedded mode's Conveyor-compatible routes.
@@ -67,6 +71,7 @@ pub fn embedded_routes(state: EmbeddedState) -> Router {
         .merge(logs::routes())
         .merge(runs::routes())
         .merge(pipelines::routes())
+        .merge(operator::routes())
         .with_state(state)
 }
 

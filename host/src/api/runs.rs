@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 
 use super::{ApiError, EmbeddedState as AppState};
@@ -21,13 +21,12 @@ pub fn routes() -> Router<AppState> {
         .route("/runs", get(list))
         .route("/runs/", get(list))
         .route("/runs/{runid}", get(read))
-        .route("/runs/{runid}/cancel", post(cancel))
 }
 
 /// A run, with every result also listed flat under `results` (the shape before runs had
 /// steps, which clients may already read).
 #[derive(serde::Serialize)]
-struct RunView {
+pub(super) struct RunView {
     #[serde(flatten)]
     run: RunRecord,
     results: Vec<StoredResult>,
@@ -104,38 +103,4 @@ async fn list(
         Some(id) => ([(super::logs::NEXT_AFTER, id)], body).into_response(),
         None => body.into_response(),
     })
-}
-
-/// `POST /runs/{runid}/cancel`: its queued steps are dropped and a reconcile it has running
-/// is stopped at once (its result says `cancelled`); the run ends `cancelled`. 409 for a run
-/// that is already over.
-async fn cancel(
-    State(s): State<AppState>,
-    Path(runid): Path<String>,
-) -> Result<Json<RunView>, ApiError> {
-    let why = "cancelled by an operator";
-    let cancelled = s
-        .store
-        .write(|tx| crate::backend::embedded::pipeline::cancel_run(tx, &runid, why))?;
-    match cancelled {
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("run {runid} not found"),
-        )),
-        Some(false) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run {runid} is already over"),
-        )),
-        Some(true) => {
-            let running = s.cancellations.cancel(&runid);
-            tracing::info!(%runid, running, "run cancelled");
-            match s.store.run(&runid)? {
-                Some(run) => Ok(Json(run.into())),
-                None => Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("run {runid} not found"),
-                )),
-            }
-        }
-    }
 }

@@ -83,6 +83,11 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
             "api.idle_timeout: must be more than zero",
         ),
         (a.max_body == 0, "api.max_body: must be more than zero"),
+        (a.max_streams == 0, "api.max_streams: must be at least 1"),
+        (
+            a.max_streams_per_client == 0,
+            "api.max_streams_per_client: must be at least 1",
+        ),
     ];
     if let Some((_, message)) = api.iter().find(|(bad, _)| *bad) {
         return Err(message.to_string());

@@ -135,6 +135,12 @@ pub struct ApiConfig {
     /// The largest request body (`"4MiB"`); a larger one is refused with 413.
     #[serde(default = "default_max_body", deserialize_with = "units::byte_size")]
     pub max_body: u64,
+    /// Log streams (SSE and WebSocket) open at once.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    /// Log streams open at once from one client address.
+    #[serde(default = "default_max_streams_per_client")]
+    pub max_streams_per_client: usize,
     /// Serve on a non-loopback address without `[api.auth]` (the host warns).
     #[serde(default)]
     pub insecure: bool,
@@ -216,6 +222,8 @@ impl Default for ApiConfig {
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
             max_body: default_max_body(),
+            max_streams: default_max_streams(),
+            max_streams_per_client: default_max_streams_per_client(),
             insecure: false,
             auth: AuthConfig::default(),
             tls: None,
@@ -230,6 +238,12 @@ fn default_max_connections() -> usize {
 }
 fn default_max_connections_per_client() -> usize {
     256
+}
+fn default_max_streams() -> usize {
+    256
+}
+fn default_max_streams_per_client() -> usize {
+    64
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)

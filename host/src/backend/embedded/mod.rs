@@ -32,6 +32,10 @@ pub struct Settings {
     /// How long an event waits for a driver that is not loaded before its step fails; also
     /// how long a resource change waits for the drivers found at start to load.
     pub missing_driver_wait: Duration,
+    /// Log streams open at once.
+    pub max_streams: usize,
+    /// Log streams open at once from one client address.
+    pub max_streams_per_client: usize,
 }
 
 impl Settings {
@@ -40,6 +44,8 @@ impl Settings {
         Settings {
             database: config.data_dir.join("conveyor-host.db"),
             missing_driver_wait: config.runs.missing_driver_wait,
+            max_streams: config.api.max_streams,
+            max_streams_per_client: config.api.max_streams_per_client,
         }
     }
 }
@@ -76,6 +82,10 @@ pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started> {
         store: store.clone(),
         logs: logs.clone(),
         cancellations,
+        streams: crate::api::StreamSlots::new(
+            settings.max_streams,
+            settings.max_streams_per_client,
+        ),
     });
     Ok(Started {
         manager: tokio::spawn(manager.run(shared.shutdown)),
