@@ -30,6 +30,9 @@ mod routing;
 mod store;
 mod wasm;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use check::check;
 pub use config::{Config, ConfigError};
 pub use conveyor::Log;

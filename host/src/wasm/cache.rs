@@ -146,7 +146,7 @@ pub fn compile_uncached(engine: &Engine, wasm_path: &Path) -> Result<Compiled, L
     })
 }
 
-fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
+pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
     Component::new(engine, bytes).map_err(|e| LoadError::Compile(compile_hint(format!("{e:#}"))))
 }
 

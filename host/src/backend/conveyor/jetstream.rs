@@ -226,7 +226,7 @@ struct DriverMessage {
 #[derive(Debug)]
 /// What a usable message carries: the event, the payload as text and parsed, the run id and
 /// the message id.
-struct Message {
+pub(crate) struct Message {
     event: String,
     payload: String,
     resource: Resource,
@@ -235,7 +235,7 @@ struct Message {
 }
 
 /// Reads a message body, or says why it cannot be used.
-fn parse(body: &[u8]) -> Result<Message, String> {
+pub(crate) fn parse(body: &[u8]) -> Result<Message, String> {
     let m: DriverMessage =
         serde_json::from_slice(body).map_err(|e| format!("not a DriverMessage: {e}"))?;
     let payload = match m.payload {
