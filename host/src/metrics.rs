@@ -85,13 +85,14 @@ pub trait Gauges: Send + Sync {
 }
 
 /// Run statuses the `conveyor_runs` gauge always shows (0 included).
-const RUN_STATUSES: [&str; 6] = [
+const RUN_STATUSES: [&str; 7] = [
     "queued",
     "running",
     "succeeded",
     "failed",
     "superseded",
     "cancelled",
+    "no-driver",
 ];
 /// Statuses of runs that are not over.
 const ACTIVE_STATUSES: [&str; 2] = ["queued", "running"];
@@ -365,6 +366,19 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
         }
         assert!(text.contains("conveyor_runs_in_flight 1"), "{text}");
+        assert!(
+            text.contains("conveyor_runs{status=\"no-driver\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_runs_gauge_lists_every_run_status() {
+        let listed: Vec<&str> = crate::store::RunStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(RUN_STATUSES.as_slice(), listed.as_slice());
     }
 
     #[test]

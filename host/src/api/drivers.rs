@@ -1,5 +1,6 @@
 //! `GET /drivers`: the loaded drivers (with their run counters), the files being loaded and
-//! the files that failed to load.
+//! the files that failed to load. Loaded and failed files carry `loads`: how many times the
+//! host read the file, which an idle host does not do.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -32,6 +33,7 @@ async fn list(
                 "loaded_from": d.provenance,
                 "load_ms": d.load_time.as_secs_f64() * 1e3,
                 "runs": metrics.runs(&d.info.name),
+                "loads": registry.loads(&d.file),
             });
             // A replacement that failed to load: the version above keeps serving.
             if let Some(f) = failures.iter().find(|f| f.file == d.file) {
@@ -50,6 +52,7 @@ async fn list(
             .filter(|f| !serving.contains(&f.file) && !loading.iter().any(|l| l.file == f.file))
             .map(|f| {
                 serde_json::json!({
+                    "loads": registry.loads(&f.file),
                     "file": f.file,
                     "state": "failed",
                     "error": f.error,

@@ -28,9 +28,24 @@ pub enum RunStatus {
     Superseded,
     /// An operator cancelled it.
     Cancelled,
+    /// No driver handled the change: no loaded driver listens to its event on its resource
+    /// type (or its pipeline has no steps). Over, but not a success: nothing ran.
+    #[serde(rename = "no-driver")]
+    NoDriver,
 }
 
 impl RunStatus {
+    /// Every status, in the order they are listed.
+    pub const ALL: [RunStatus; 7] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Superseded,
+        RunStatus::Cancelled,
+        RunStatus::NoDriver,
+    ];
+
     /// The status as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,6 +55,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Superseded => "superseded",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::NoDriver => "no-driver",
         }
     }
 
@@ -53,19 +69,15 @@ impl FromStr for RunStatus {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Ok(match s {
-            "queued" => RunStatus::Queued,
-            "running" => RunStatus::Running,
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "superseded" => RunStatus::Superseded,
-            "cancelled" => RunStatus::Cancelled,
-            other => {
-                return Err(format!(
-                    "unknown run status {other:?}: use queued, running, succeeded, failed, superseded or cancelled"
-                ));
-            }
-        })
+        RunStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown run status {s:?}: use queued, running, succeeded, failed, \
+                     superseded, cancelled or no-driver"
+                )
+            })
     }
 }
 
@@ -649,4 +661,29 @@ fn read_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>> {
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some(run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_reads_back_as_written() {
+        for status in RunStatus::ALL {
+            assert_eq!(status.as_str().parse::<RunStatus>(), Ok(status));
+            // The JSON word is the stored word.
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
+        }
+        assert_eq!(RunStatus::NoDriver.as_str(), "no-driver");
+        assert!(RunStatus::NoDriver.is_final());
+        let err = "sideways".parse::<RunStatus>().unwrap_err();
+        assert!(err.contains("no-driver"), "{err}");
+        // Every status is named in the error.
+        for status in RunStatus::ALL {
+            assert!(err.contains(status.as_str()), "{err}");
+        }
+    }
 }

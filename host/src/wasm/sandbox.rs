@@ -311,14 +311,16 @@ impl Sandbox {
         DriverPre::new(self.linker.instantiate_pre(component)?)
     }
 
-    /// Calls `info()` in a throwaway instance.
+    /// Calls `info()` in a throwaway instance, within [`Limits::INFO`]: its log budget
+    /// included, so a driver that floods the log from `info()` is stopped (`log-limit`) as a
+    /// reconcile would be.
     pub async fn info(
         &self,
         pre: &DriverPre<RunState>,
         logger: RunLogger,
     ) -> Result<WitDriverInfo, RunFailure> {
         let ctx = RunContext {
-            logger,
+            logger: info_logger(logger),
             client: Arc::new(NoClient("the API client is not available during info()")),
             grants: Grants::none(),
             cancel: CancellationToken::new(),
@@ -365,7 +367,9 @@ impl Sandbox {
                     redactor.json(d);
                 }
             }
-            RunOutcome::Failed { message, .. } => redactor.string(message),
+            RunOutcome::Failed { message, .. } => {
+                redactor.string(message);
+            }
         }
         Reconciled {
             outcome,
@@ -409,8 +413,8 @@ impl Sandbox {
                 wasi,
                 table: ResourceTable::new(),
                 http: HttpCtx::new(ctx.grants.http.clone(), denials.clone(), ctx.logger.clone()),
+                client: ClientCtx::new(ctx.client, ctx.grants.redactor.clone(), ctx.logger.clone()),
                 log: ctx.logger,
-                client: ClientCtx::new(ctx.client),
                 types: Types,
                 limiter: MemoryLimiter { limit, used: 0 },
             },
@@ -469,6 +473,11 @@ impl Sandbox {
         };
         (result, instantiate)
     }
+}
+
+/// The logger of an `info()` call: `logger` within the log budget of [`Limits::INFO`].
+fn info_logger(logger: RunLogger) -> RunLogger {
+    logger.with_budget(Limits::INFO.log_lines, Limits::INFO.log_bytes)
 }
 
 /// A run that failed after the host refused it something is reported as `denied`, naming
@@ -644,6 +653,43 @@ mod tests {
             "panicked at src/lib.rs:4:9: boom: bad spec"
         );
         assert_eq!(panic_text("just output"), None);
+    }
+
+    #[test]
+    fn info_logs_within_the_info_budget() {
+        let sink = Arc::new(crate::wasm::imports::log::Collect::default());
+        let logger = info_logger(RunLogger::new(sink.clone(), "d.wasm", "info", None));
+        let mut stopped = None;
+        for i in 0..1_000_000u32 {
+            if let Err(e) = logger.log([], format!("line {i}")) {
+                stopped = Some((i, e));
+                break;
+            }
+        }
+        let (at, e) = stopped.expect("a million lines are stopped");
+        assert_eq!(at, Limits::INFO.log_lines);
+        assert_eq!(
+            (e.lines, e.bytes),
+            (u64::from(Limits::INFO.log_lines), Limits::INFO.log_bytes)
+        );
+        // The error the import raises is the one the sandbox reports as log-limit.
+        let failure = classify(
+            Stage::Call,
+            &wasmtime::Error::new(e),
+            "",
+            Limits::INFO,
+            Vec::new(),
+        );
+        assert_eq!(failure.kind, FailureKind::LogLimit);
+        // The lines within the budget, and the host's one note past it.
+        assert_eq!(
+            sink.0.lock().unwrap().len(),
+            Limits::INFO.log_lines as usize + 1
+        );
+        // Bytes count too: one line over the byte budget is stopped.
+        let logger = info_logger(RunLogger::new(sink, "d.wasm", "info", None));
+        let big = "x".repeat(Limits::INFO.log_bytes as usize + 1);
+        assert!(logger.log([], big).is_err());
     }
 
     #[test]

@@ -78,6 +78,18 @@ fn broadcast_end(steps: &[(u32, String, StepStatus, String)]) -> Option<(RunStat
     )
 }
 
+/// Why a run without steps ran nothing: it is over at once, as `no-driver`, not a success.
+fn no_driver(run: &NewRun) -> String {
+    match &run.pipeline {
+        Some(p) => format!("no driver handled the change: pipeline {p} has no steps"),
+        None => format!(
+            "no driver handled the change: no loaded driver listens to {} events on resources \
+             of type {}",
+            run.event, run.resource_type
+        ),
+    }
+}
+
 /// Stores a new run and enqueues its first events. A pending (never claimed) entry event of
 /// an older run for the same driver and resource is replaced by the new one; the older run's
 /// step is superseded.
@@ -88,7 +100,7 @@ pub fn start_run(tx: &Tx<'_>, run: &NewRun) -> Result<()> {
         return Ok(());
     }
     if run.steps.is_empty() {
-        runs::finish_run(tx, &run.run_id, RunStatus::Succeeded, "")?;
+        runs::finish_run(tx, &run.run_id, RunStatus::NoDriver, &no_driver(run))?;
         return Ok(());
     }
     let message_id = conveyor::new_message_id();
@@ -430,6 +442,56 @@ mod tests {
         assert_eq!(run.steps.len(), 3);
         assert!(run.steps.iter().all(|st| st.result.is_some()));
         assert_eq!(ended.try_recv().unwrap().status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_change_no_driver_listens_to_ends_as_no_driver() {
+        let (_d, s) = store();
+        let mut ended = s.subscribe_ended();
+        s.insert_resource(&resource("a"), &run("R", "a", None, "create", &[]))
+            .unwrap();
+        let run_record = s.run("R").unwrap().unwrap();
+        assert_eq!(run_record.status, RunStatus::NoDriver);
+        assert!(run_record.status.is_final());
+        assert_eq!(
+            run_record.message,
+            "no driver handled the change: no loaded driver listens to create events on \
+             resources of type pipe"
+        );
+        assert!(run_record.steps.is_empty());
+        assert!(run_record.finished_at.is_some());
+        let end = ended.try_recv().unwrap();
+        assert_eq!(
+            (end.status, end.message.as_str()),
+            (RunStatus::NoDriver, run_record.message.as_str())
+        );
+        assert_eq!(s.queue_depth().unwrap(), 0);
+        // Not among the successes.
+        let filter = |status| crate::store::RunFilter {
+            status: Some(status),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(s.runs(&filter(RunStatus::Succeeded)).unwrap().is_empty());
+        assert_eq!(s.runs(&filter(RunStatus::NoDriver)).unwrap().len(), 1);
+        assert_eq!(
+            s.runs_by_status().unwrap(),
+            [(RunStatus::NoDriver, 1)],
+            "counted under its own status"
+        );
+
+        // A pipeline without steps says so.
+        s.insert_resource(
+            &resource("b"),
+            &run("R2", "b", Some("empty"), "create", &[]),
+        )
+        .unwrap();
+        let r2 = s.run("R2").unwrap().unwrap();
+        assert_eq!(r2.status, RunStatus::NoDriver);
+        assert_eq!(
+            r2.message,
+            "no driver handled the change: pipeline empty has no steps"
+        );
     }
 
     #[test]

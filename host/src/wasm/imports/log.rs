@@ -40,7 +40,8 @@ struct LogBudget {
 }
 
 /// Stamps a run's lines with its driver, run id, pipeline and the time, masks the driver's
-/// secrets, and enforces the run's log budget.
+/// secrets (in the message and in the labels' names and values), and enforces the run's log
+/// budget.
 #[derive(Clone)]
 pub struct RunLogger {
     sink: Arc<dyn LogSink>,
@@ -127,7 +128,9 @@ impl RunLogger {
         self.redactor.string(&mut message);
         let labels: BTreeMap<String, String> = labels
             .into_iter()
-            .map(|(k, mut v)| {
+            .map(|(mut k, mut v)| {
+                // A label's name is the driver's text as much as its value is.
+                self.redactor.string(&mut k);
                 self.redactor.string(&mut v);
                 if RESERVED.contains(&k.as_str()) {
                     (format!("label.{k}"), v)
@@ -230,6 +233,28 @@ mod tests {
         assert!(texts[2].contains("log budget"), "{texts:?}");
         assert_eq!(texts[3], "host ***");
         assert_eq!(texts.len(), 4);
+    }
+
+    #[test]
+    fn a_secret_in_a_label_name_is_masked() {
+        let sink = Arc::new(Collect::default());
+        let logger = RunLogger::new(sink.clone(), "d", "R", None)
+            .with_redactor(Redactor::new(["tok3n".to_string()]));
+        logger
+            .log(
+                [
+                    ("tok3n".to_string(), "v".to_string()),
+                    ("key-tok3n-x".to_string(), "w".to_string()),
+                ],
+                "m".into(),
+            )
+            .unwrap();
+        let lines = sink.0.lock().unwrap();
+        let keys: Vec<&str> = lines[0].labels.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["***", "key-***-x"]);
+        assert_eq!(lines[0].labels["***"], "v");
+        let json = serde_json::to_string(&lines[0]).unwrap();
+        assert!(!json.contains("tok3n"), "{json}");
     }
 
     #[tokio::test]
