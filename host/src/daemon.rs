@@ -45,13 +45,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Starts the host: loads the drivers, starts the configured backend and serves the API.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let open = config.api.auth.tokens.is_empty();
+    let open = !config.api.auth.configured();
     if open && !config.api.listen.ip().is_loopback() {
         anyhow::ensure!(
             config.api.insecure,
-            "api.listen = {} is not a loopback address and [api.auth] has no tokens: anyone who \
-             can reach it could run the drivers and their secrets. Configure [[api.auth.tokens]], \
-             or set api.insecure = true to serve without authentication",
+            "api.listen = {} is not a loopback address and [api.auth] has neither tokens nor \
+             jwt: anyone who can reach it could run the drivers and their secrets. Configure \
+             [[api.auth.tokens]] or [api.auth.jwt], or set api.insecure = true to serve \
+             without authentication",
             config.api.listen
         );
         tracing::warn!(
@@ -119,6 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         started.routes,
         api::Auth::new(
             config.api.auth.tokens(),
+            config.api.auth.jwt_verifier(),
             config.api.auth.open_metrics,
             config.api.insecure,
         ),

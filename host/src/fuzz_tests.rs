@@ -107,7 +107,7 @@ fn app() -> &'static (tokio::runtime::Runtime, axum::Router, tempfile::TempDir) 
                     gauges: Some(store),
                 },
                 routes,
-                crate::api::Auth::new(Vec::new(), true, false),
+                crate::api::Auth::new(Vec::new(), None, true, false),
                 1 << 20,
             )
         });

@@ -21,6 +21,7 @@ mod clock;
 mod config;
 mod conveyor;
 mod daemon;
+mod jwt;
 mod keyed_lock;
 mod manager;
 mod metrics;

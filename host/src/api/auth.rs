@@ -6,18 +6,23 @@
 //! - `write`: also creating, replacing and deleting resources, definitions and pipelines;
 //! - `admin`: everything, such as `POST /logs`.
 //!
+//! With `[api.auth.jwt]`, a bearer value shaped like a JWT (three base64url parts) is checked
+//! as upstream Conveyor checks its tokens instead: a JWT bound to an X.509 certificate of the
+//! configured CA (see [`crate::jwt::verify`]), whose certificate subject maps to a role. Its
+//! refusals answer as upstream's: 401 `invalid token`, or `token issued in the future`.
+//!
 //! Tokens are read when the config is loaded and kept only as SHA-256 digests. A browser's
 //! `EventSource` and `WebSocket` cannot send headers, so a token holder may ask
 //! `POST /auth/tickets` for a short-lived ticket that log streams accept as `?ticket=`; the
 //! long-lived token never goes into a URL that could be logged.
 //!
-//! Without tokens the API is open, and only to the machine itself: a request whose `Host`
-//! header names anything but a loopback address or `localhost` is refused, so a web page
-//! cannot reach the API through DNS rebinding.
+//! Without tokens or `[api.auth.jwt]` the API is open, and only to the machine itself: a
+//! request whose `Host` header names anything but a loopback address or `localhost` is
+//! refused, so a web page cannot reach the API through DNS rebinding.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -28,6 +33,7 @@ use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
+use crate::jwt::{Identity, Verifier};
 
 /// How long a stream ticket is valid.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
@@ -68,17 +74,25 @@ impl std::fmt::Debug for Token {
 /// The API's authentication.
 pub struct Auth {
     tokens: Vec<Token>,
+    jwt: Option<Arc<Verifier>>,
     open_metrics: bool,
     loopback_only: bool,
     tickets: Mutex<HashMap<[u8; 32], (Role, Instant)>>,
 }
 
 impl Auth {
-    /// Authentication with these tokens. With none, the API is open, to loopback clients only
-    /// unless `insecure` (the operator's `api.insecure`) says otherwise.
-    pub fn new(tokens: Vec<Token>, open_metrics: bool, insecure: bool) -> Arc<Auth> {
+    /// Authentication with these tokens and, when given, JWTs checked by `jwt`. With neither,
+    /// the API is open, to loopback clients only unless `insecure` (the operator's
+    /// `api.insecure`) says otherwise.
+    pub fn new(
+        tokens: Vec<Token>,
+        jwt: Option<Arc<Verifier>>,
+        open_metrics: bool,
+        insecure: bool,
+    ) -> Arc<Auth> {
         Arc::new(Auth {
             tokens,
+            jwt,
             open_metrics,
             loopback_only: !insecure,
             tickets: Mutex::default(),
@@ -87,7 +101,46 @@ impl Auth {
 
     /// Whether any credential is required.
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || self.jwt.is_some()
+    }
+
+    /// The role of a bearer value: a JWT when `[api.auth.jwt]` is configured and the value
+    /// has a JWT's shape, else a configured token.
+    fn bearer_role(&self, bearer: &str) -> Result<Role, Refusal> {
+        let Some(jwt) = self
+            .jwt
+            .as_ref()
+            .filter(|_| crate::jwt::looks_like_jwt(bearer))
+        else {
+            return self
+                .token_role(bearer)
+                .ok_or(Refusal::Unauthorized("invalid token"));
+        };
+        match jwt.verify(bearer, SystemTime::now()) {
+            Ok(Identity {
+                role: Some(role), ..
+            }) => Ok(role),
+            Ok(Identity {
+                common_name,
+                role: None,
+            }) => {
+                tracing::info!(
+                    subject = ?common_name,
+                    "a valid JWT's certificate has no role: not in api.auth.jwt.subjects, and no default_role"
+                );
+                Err(Refusal::NoRole(match common_name {
+                    Some(cn) => {
+                        format!("the certificate's subject CN {cn:?} has no role on this host")
+                    }
+                    None => "the certificate's subject has no role on this host".to_string(),
+                }))
+            }
+            Err(e) => {
+                // Debug: anyone can send tokens, and the log must not be theirs to fill.
+                tracing::debug!(error = %e, "JWT refused");
+                Err(Refusal::Unauthorized(e.public_message()))
+            }
+        }
     }
 
     fn token_role(&self, token: &str) -> Option<Role> {
@@ -130,6 +183,14 @@ impl Auth {
         tickets.insert(digest(&ticket), (role, now + TICKET_TTL));
         ticket
     }
+}
+
+/// Why a bearer value gets no role.
+enum Refusal {
+    /// 401 with this message.
+    Unauthorized(&'static str),
+    /// 403: a valid JWT whose certificate maps to no role.
+    NoRole(String),
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -183,8 +244,8 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "Host {host:?} is not this machine: without [api.auth] the API only serves \
-                     requests addressed to localhost or a loopback address"
+                    "Host {host:?} is not this machine: without [api.auth] tokens or JWTs the \
+                     API only serves requests addressed to localhost or a loopback address"
                 ),
             )
             .into_response();
@@ -197,9 +258,12 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         return next.run(req).await;
     };
     let role = match bearer(req.headers()) {
-        Ok(Some(token)) => match auth.token_role(token) {
-            Some(role) => role,
-            None => return unauthorized("invalid token"),
+        Ok(Some(token)) => match auth.bearer_role(token) {
+            Ok(role) => role,
+            Err(Refusal::Unauthorized(message)) => return unauthorized(message),
+            Err(Refusal::NoRole(message)) => {
+                return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
+            }
         },
         Ok(None) => match ticket(req.uri().query()).filter(|_| is_stream(&path)) {
             Some(t) => match auth.ticket_role(t) {
@@ -336,6 +400,7 @@ mod tests {
                     digest: digest("write-token-0123456789"),
                 },
             ],
+            None,
             true,
             false,
         )
@@ -360,7 +425,7 @@ mod tests {
             required(&a, &Method::POST, "/resourcesx"),
             Some(Role::Admin)
         );
-        let closed = Auth::new(Vec::new(), false, false);
+        let closed = Auth::new(Vec::new(), None, false, false);
         assert_eq!(
             required(&closed, &Method::GET, "/metrics"),
             Some(Role::Read)
@@ -407,6 +472,158 @@ mod tests {
             "[::2]",
         ] {
             assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+
+    mod jwt {
+        use std::collections::BTreeMap;
+        use std::time::Duration;
+
+        use axum::body::Body;
+        use tower::ServiceExt;
+
+        use super::*;
+        use crate::jwt::testing::{self, Ca};
+        use crate::jwt::{Signer, Verifier};
+
+        fn jwt_auth(ca: &Ca, default_role: Option<Role>) -> Arc<Auth> {
+            let verifier = Verifier::new(
+                std::slice::from_ref(&ca.der),
+                BTreeMap::from([("ci-bot".to_string(), Role::Write)]),
+                default_role,
+            )
+            .unwrap();
+            Auth::new(
+                vec![Token {
+                    name: "w".into(),
+                    role: Role::Read,
+                    digest: digest("read-token-0123456789"),
+                }],
+                Some(Arc::new(verifier)),
+                true,
+                false,
+            )
+        }
+
+        fn signer(ca: &Ca, cn: &str) -> Signer {
+            let leaf = ca.leaf(cn, &testing::both(), None);
+            Signer::new(leaf.chain, &leaf.key).unwrap()
+        }
+
+        /// A `POST /resources` through the middleware, as `Host: ci.example.com`.
+        async fn call(auth: Arc<Auth>, bearer: &str) -> (StatusCode, String) {
+            let app = Router::new()
+                .route("/resources", post(|| async { "created" }))
+                .layer(axum::middleware::from_fn_with_state(auth, check));
+            let request = Request::post("/resources")
+                .header(header::HOST, "ci.example.com")
+                .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
+                .body(Body::empty())
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+
+        #[tokio::test]
+        async fn jwts_authenticate_with_their_subjects_role() {
+            let ca = Ca::new("Test CA");
+            let auth = jwt_auth(&ca, None);
+            assert!(Auth::new(Vec::new(), auth.jwt.clone(), true, false).enabled());
+            let token = signer(&ca, "ci-bot").token(SystemTime::now()).unwrap();
+            // A non-loopback Host is served: authentication is configured.
+            assert_eq!(
+                call(auth.clone(), &token).await,
+                (StatusCode::OK, "created".to_string())
+            );
+            // Static tokens still work beside JWTs, with their own role.
+            let (status, _) = call(auth.clone(), "read-token-0123456789").await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+        }
+
+        #[tokio::test]
+        async fn refused_jwts_answer_as_upstream() {
+            let ca = Ca::new("Test CA");
+            let auth = jwt_auth(&ca, None);
+            let unauthorized =
+                |m: &str| (StatusCode::UNAUTHORIZED, format!("{{\"error\":\"{m}\"}}"));
+            let stranger = signer(&Ca::new("Other CA"), "ci-bot");
+            let token = stranger.token(SystemTime::now()).unwrap();
+            assert_eq!(
+                call(auth.clone(), &token).await,
+                unauthorized("invalid token")
+            );
+            let ours = signer(&ca, "ci-bot");
+            let future = SystemTime::now() + Duration::from_secs(3600);
+            assert_eq!(
+                call(auth.clone(), &ours.token(future).unwrap()).await,
+                unauthorized("token issued in the future")
+            );
+            let old = SystemTime::now() - Duration::from_secs(3600);
+            assert_eq!(
+                call(auth.clone(), &ours.token(old).unwrap()).await,
+                unauthorized("invalid token")
+            );
+            assert_eq!(
+                call(auth.clone(), "not.a.jwt").await,
+                unauthorized("invalid token")
+            );
+            // A valid token whose subject has no role: 403, unless there is a default.
+            let nobody = signer(&ca, "nobody").token(SystemTime::now()).unwrap();
+            let (status, body) = call(auth, &nobody).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+            assert!(body.contains("nobody"), "{body}");
+            let (status, _) = call(jwt_auth(&ca, Some(Role::Read)), &nobody).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            let (status, _) = call(jwt_auth(&ca, Some(Role::Admin)), &nobody).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+
+        /// NATS mode's REST client signs tokens this middleware accepts, over real HTTP.
+        #[tokio::test]
+        async fn the_rest_clients_tokens_are_accepted() {
+            use crate::backend::conveyor::rest_client::RestClient;
+            use crate::wasm::ApiClient;
+            use crate::wasm::bindings::ClientError;
+
+            let ca = Ca::new("Test CA");
+            let app = Router::new()
+                .route(
+                    "/resource-definitions/{name}",
+                    axum::routing::get(|| async { r#"{"name":"test"}"# }),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    jwt_auth(&ca, None),
+                    check,
+                ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+            for key in [Some(testing::RSA_PK8), Some(testing::P384_PK8), None] {
+                let leaf = ca.leaf("ci-bot", &testing::both(), key);
+                let signer = Signer::new(leaf.chain, &leaf.key).unwrap();
+                let client = RestClient::new(&url, Some(Arc::new(signer))).unwrap();
+                let body = client.get_resource_definition("test").await.unwrap();
+                assert_eq!(body, r#"{"name":"test"}"#);
+            }
+            let unsigned = RestClient::new(&url, None).unwrap();
+            let e = unsigned.get_resource_definition("test").await.unwrap_err();
+            assert!(
+                matches!(&e, ClientError::Denied(m) if m.contains("missing Authorization")),
+                "{e:?}"
+            );
+            let stranger = signer(&Ca::new("Other CA"), "ci-bot");
+            let client = RestClient::new(&url, Some(Arc::new(stranger))).unwrap();
+            let e = client.get_resource_definition("test").await.unwrap_err();
+            assert!(
+                matches!(&e, ClientError::Denied(m) if m.contains("invalid token")),
+                "{e:?}"
+            );
+            server.abort();
         }
     }
 }

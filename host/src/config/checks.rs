@@ -105,6 +105,19 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
     if e.ack_wait < Duration::from_secs(1) {
         return Err("events.ack_wait: must be at least 1s".to_string());
     }
+    if c.conveyor.cert.is_some() != c.conveyor.key.is_some() {
+        return Err("conveyor.cert and conveyor.key must be given together".to_string());
+    }
+    if let Some(jwt) = &c.api.auth.jwt
+        && jwt.default_role.is_none()
+        && jwt.subjects.is_empty()
+    {
+        return Err(
+            "api.auth.jwt: give default_role, or map certificate subjects to roles in \
+             [api.auth.jwt.subjects]; as it is every token would be refused"
+                .to_string(),
+        );
+    }
     if let Some(url) = &c.conveyor.api_url
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {

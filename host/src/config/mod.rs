@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -80,6 +81,24 @@ pub struct Config {
 pub struct ConveyorConfig {
     /// The server's REST API, for the drivers' `client` import, e.g. `http://localhost:8080`.
     pub api_url: Option<String>,
+    /// PEM certificate chain (leaf first) whose key signs the bearer JWT of every request to
+    /// the server (upstream's `api.auth_enabled`), with `key`. Without it, `[events.tls]`'s
+    /// `cert` and `key` are used when given. Relative to the config file.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert` (RSA, or ECDSA P-256 or P-384; PKCS#1, SEC1 or PKCS#8).
+    pub key: Option<PathBuf>,
+}
+
+impl ConveyorConfig {
+    /// The certificate and key that sign the REST client's JWTs: `[conveyor]`'s, else
+    /// `[events.tls]`'s.
+    pub fn identity<'a>(&'a self, events: &'a EventsConfig) -> Option<(&'a Path, &'a Path)> {
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            return Some((cert, key));
+        }
+        let tls = events.tls.as_ref()?;
+        Some((tls.cert.as_deref()?, tls.key.as_deref()?))
+    }
 }
 
 /// `[runs]`: runs and pipelines.
@@ -174,9 +193,15 @@ pub struct AuthConfig {
     /// `[[api.auth.tokens]]`: bearer tokens and their roles.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// `[api.auth.jwt]`: upstream Conveyor's JWTs bound to X.509 certificates.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
     /// The tokens, read and hashed when the config is loaded.
     #[serde(skip)]
     resolved: Vec<crate::api::Token>,
+    /// The JWT verifier, its CA read when the config is loaded.
+    #[serde(skip)]
+    verifier: Option<Arc<crate::jwt::Verifier>>,
 }
 
 impl Default for AuthConfig {
@@ -184,7 +209,9 @@ impl Default for AuthConfig {
         AuthConfig {
             open_metrics: true,
             tokens: Vec::new(),
+            jwt: None,
             resolved: Vec::new(),
+            verifier: None,
         }
     }
 }
@@ -194,6 +221,33 @@ impl AuthConfig {
     pub fn tokens(&self) -> Vec<crate::api::Token> {
         self.resolved.clone()
     }
+
+    /// The JWT verifier of `[api.auth.jwt]`, when configured.
+    pub fn jwt_verifier(&self) -> Option<Arc<crate::jwt::Verifier>> {
+        self.verifier.clone()
+    }
+
+    /// Whether any credential is configured: tokens or `[api.auth.jwt]`.
+    pub fn configured(&self) -> bool {
+        !self.tokens.is_empty() || self.jwt.is_some()
+    }
+}
+
+/// `[api.auth.jwt]`: bearer JWTs as upstream Conveyor's API takes them, bound to an X.509
+/// certificate that chains to `ca`; the certificate's subject common name picks the role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// PEM CA certificate(s) the tokens' certificates must chain to (upstream's `tls.ca`).
+    /// Relative to the config file.
+    pub ca: PathBuf,
+    /// The role of a valid token whose certificate's common name is not in `subjects`;
+    /// without it, such a token is refused (403).
+    #[serde(default)]
+    pub default_role: Option<crate::api::Role>,
+    /// `[api.auth.jwt.subjects]`: certificate subject common name (CN) -> role.
+    #[serde(default)]
+    pub subjects: BTreeMap<String, crate::api::Role>,
 }
 
 fn default_true() -> bool {
@@ -581,13 +635,32 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
+        for path in [&mut config.conveyor.cert, &mut config.conveyor.key]
+            .into_iter()
+            .flatten()
+        {
+            *path = base.join(&*path);
+        }
+        if let Some(jwt) = &mut config.api.auth.jwt {
+            jwt.ca = base.join(&jwt.ca);
+        }
         for driver in config.drivers.values_mut() {
             for dir in &mut driver.dirs {
                 dir.host = base.join(&dir.host);
             }
         }
         checks::config(&config)?;
-        config.api.auth.resolved = secrets::read_tokens(&config.api.auth.tokens, base)?;
+        let auth = &mut config.api.auth;
+        auth.resolved = secrets::read_tokens(&auth.tokens, auth.jwt.is_some(), base)?;
+        if let Some(jwt) = &auth.jwt {
+            let verifier = crate::jwt::Verifier::from_pem_file(
+                &jwt.ca,
+                jwt.subjects.clone(),
+                jwt.default_role,
+            )
+            .map_err(|e| format!("api.auth.jwt.ca: {}", crate::error_chain(&e)))?;
+            auth.verifier = Some(Arc::new(verifier));
+        }
         for (name, driver) in &mut config.drivers {
             let key = format!("drivers.{name}");
             let env = secrets::read_env(&key, &driver.env)?;
@@ -781,6 +854,111 @@ mod tests {
         let s = c.driver_settings("a");
         assert_eq!(s.secrets[0].1.0, "s3cr3t-value");
         assert!(!format!("{c:?}{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn jwt_auth_and_the_signing_identity_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::jwt::testing::Ca::new("Test CA");
+        let pem = |der: &[u8]| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<String> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect();
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            )
+        };
+        std::fs::write(dir.path().join("ca.pem"), pem(&ca.der)).unwrap();
+        let base = "drivers_dir = \"d\"\ndata_dir = \"x\"\n";
+        let c = Config::parse(
+            &format!(
+                "{base}[api.auth.jwt]\nca = \"ca.pem\"\ndefault_role = \"read\"\n\
+                 [api.auth.jwt.subjects]\n\"ci-bot\" = \"admin\"\n"
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(c.api.auth.configured() && c.api.auth.jwt_verifier().is_some());
+        let jwt = c.api.auth.jwt.as_ref().unwrap();
+        assert_eq!(jwt.ca, dir.path().join("ca.pem"));
+        assert_eq!(jwt.default_role, Some(crate::api::Role::Read));
+        assert_eq!(jwt.subjects["ci-bot"], crate::api::Role::Admin);
+
+        let e = Config::parse(
+            &format!("{base}[api.auth.jwt]\nca = \"ca.pem\"\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("api.auth.jwt") && e.contains("default_role"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &format!("{base}[api.auth.jwt]\nca = \"missing.pem\"\ndefault_role = \"read\"\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("api.auth.jwt.ca") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &format!("{base}[api.auth.jwt]\nca = \"ca.pem\"\ndefault_role = \"root\"\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e.contains("root"), "{e}");
+        // A static token of a JWT's shape would be checked as a JWT.
+        std::fs::write(dir.path().join("tok"), "aaaaaaaa.bbbbbbbb.cccccccc").unwrap();
+        let e = Config::parse(
+            &format!(
+                "{base}[[api.auth.tokens]]\nname = \"t\"\nrole = \"read\"\nfile = \"tok\"\n\
+                 [api.auth.jwt]\nca = \"ca.pem\"\ndefault_role = \"read\"\n"
+            ),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e.contains("api.auth.tokens[0]") && e.contains("JWT"), "{e}");
+
+        // The REST client's identity: [conveyor]'s pair, else [events.tls]'s.
+        let c = parse(
+            "drivers_dir = \"d\"\ndata_dir = \"x\"\n[events]\nsource = \"nats\"\n\
+             [events.tls]\ncert = \"n.crt\"\nkey = \"n.key\"\n",
+        )
+        .unwrap();
+        let (cert, key) = c.conveyor.identity(&c.events).unwrap();
+        assert_eq!(
+            (cert, key),
+            (
+                Path::new("/etc/conveyor/n.crt"),
+                Path::new("/etc/conveyor/n.key")
+            )
+        );
+        let c = parse(
+            "drivers_dir = \"d\"\ndata_dir = \"x\"\n[events]\nsource = \"nats\"\n\
+             [events.tls]\ncert = \"n.crt\"\nkey = \"n.key\"\n\
+             [conveyor]\ncert = \"api.crt\"\nkey = \"api.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.conveyor.identity(&c.events).unwrap().0,
+            Path::new("/etc/conveyor/api.crt")
+        );
+        assert!(
+            parse("drivers_dir = \"d\"\ndata_dir = \"x\"\n")
+                .unwrap()
+                .conveyor
+                .identity(&EventsConfig::default())
+                .is_none()
+        );
+        let e =
+            parse("drivers_dir = \"d\"\ndata_dir = \"x\"\n[conveyor]\ncert = \"c\"\n").unwrap_err();
+        assert!(e.contains("conveyor.key"), "{e}");
     }
 
     #[test]

@@ -72,9 +72,11 @@ pub(super) fn read_env(
 /// The shortest token accepted: a guessable token is no protection.
 const MIN_TOKEN: usize = 16;
 
-/// Reads `[[api.auth.tokens]]` and keeps only their SHA-256 digests.
+/// Reads `[[api.auth.tokens]]` and keeps only their SHA-256 digests. With `[api.auth.jwt]`
+/// (`jwt`), a token shaped like a JWT is refused: the API would check it as one.
 pub(super) fn read_tokens(
     tokens: &[super::TokenConfig],
+    jwt: bool,
     base: &Path,
 ) -> Result<Vec<crate::api::Token>, String> {
     use sha2::Digest;
@@ -85,6 +87,13 @@ pub(super) fn read_tokens(
         if value.len() < MIN_TOKEN {
             return Err(format!(
                 "{key}: the token of {:?} is shorter than {MIN_TOKEN} characters",
+                t.name
+            ));
+        }
+        if jwt && crate::jwt::looks_like_jwt(&value) {
+            return Err(format!(
+                "{key}: the token of {:?} has the shape of a JWT (three base64url parts), \
+                 which the API checks as a JWT since [api.auth.jwt] is configured",
                 t.name
             ));
         }

@@ -7,10 +7,14 @@ pub mod jetstream;
 pub mod logs;
 pub mod rest_client;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use super::{Shared, Started};
 use crate::config::{Config, EventsConfig};
+use crate::jwt::Signer;
 use crate::manager::Manager;
 use crate::wasm::ApiClient;
 use crate::wasm::imports::client::NoClient;
@@ -22,6 +26,9 @@ pub struct Settings {
     pub events: EventsConfig,
     /// `[conveyor] api_url`: the server's REST API, for the drivers' client.
     pub api_url: Option<String>,
+    /// The PEM certificate chain and key that sign the REST client's JWTs: `[conveyor]`
+    /// `cert` and `key`, else `[events.tls]`'s.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
@@ -30,6 +37,10 @@ impl Settings {
         Settings {
             events: config.events.clone(),
             api_url: config.conveyor.api_url.clone(),
+            identity: config
+                .conveyor
+                .identity(&config.events)
+                .map(|(cert, key)| (cert.to_path_buf(), key.to_path_buf())),
         }
     }
 }
@@ -39,7 +50,27 @@ pub async fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started
     let source = Arc::new(jetstream::NatsSource::connect(&settings.events).await?);
     let logs = Arc::new(logs::NatsLogs::start(source.client()));
     let client: Arc<dyn ApiClient> = match &settings.api_url {
-        Some(url) => Arc::new(rest_client::RestClient::new(url)?),
+        Some(url) => {
+            let signer = match &settings.identity {
+                Some((cert, key)) => {
+                    let signer = Signer::from_pem_files(cert, key).with_context(|| {
+                        format!(
+                            "cannot sign the Conveyor API's JWTs with {} and {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?;
+                    tracing::info!(
+                        alg = signer.alg().name(),
+                        cert = %cert.display(),
+                        "requests to the Conveyor API carry a JWT bound to this certificate"
+                    );
+                    Some(Arc::new(signer))
+                }
+                None => None,
+            };
+            Arc::new(rest_client::RestClient::new(url, signer)?)
+        }
         None => Arc::new(NoClient(
             "the Conveyor API client is not configured: set [conveyor] api_url in the host config",
         )),

@@ -1,10 +1,14 @@
 //! The drivers' API client in NATS mode: Conveyor's REST routes on `[conveyor] api_url`,
-//! called with `Content-Type: application/json` (which upstream's Fiber requires).
+//! called with `Content-Type: application/json` (which upstream's Fiber requires) and, with a
+//! client certificate configured, `Authorization: Bearer <JWT>`: a fresh token bound to the
+//! certificate for every request, as upstream's Go runtime sends (see [`crate::jwt::sign`]).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 
+use crate::jwt::Signer;
 use crate::wasm::ApiClient;
 use crate::wasm::bindings::{ClientError, Created};
 
@@ -12,11 +16,13 @@ use crate::wasm::bindings::{ClientError, Created};
 pub struct RestClient {
     http: reqwest::Client,
     base: reqwest::Url,
+    signer: Option<Arc<Signer>>,
 }
 
 impl RestClient {
-    /// A client for `api_url` (for example `http://localhost:8080`).
-    pub fn new(api_url: &str) -> anyhow::Result<RestClient> {
+    /// A client for `api_url` (for example `http://localhost:8080`), whose requests carry
+    /// JWTs from `signer` when given.
+    pub fn new(api_url: &str, signer: Option<Arc<Signer>>) -> anyhow::Result<RestClient> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("conveyor-host/", env!("CARGO_PKG_VERSION")))
@@ -26,7 +32,7 @@ impl RestClient {
         if base.cannot_be_a_base() {
             anyhow::bail!("conveyor.api_url {api_url:?} cannot have paths appended");
         }
-        Ok(RestClient { http, base })
+        Ok(RestClient { http, base, signer })
     }
 
     /// The URL of a route. Each segment is percent-encoded, so a name a driver passes (with
@@ -40,13 +46,19 @@ impl RestClient {
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, ClientError> {
-        let response = request
-            .header("Content-Type", "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                ClientError::Unavailable(format!("the Conveyor API cannot be reached: {e}"))
+        let mut request = request.header("Content-Type", "application/json");
+        if let Some(signer) = &self.signer {
+            let token = signer.token(SystemTime::now()).map_err(|e| {
+                ClientError::Unavailable(format!(
+                    "cannot sign the Conveyor API token: {}",
+                    crate::error_chain(&e)
+                ))
             })?;
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            ClientError::Unavailable(format!("the Conveyor API cannot be reached: {e}"))
+        })?;
         let status = response.status();
         let body = response.text().await.map_err(|e| {
             ClientError::Unavailable(format!("the Conveyor API's answer was cut: {e}"))
@@ -123,7 +135,7 @@ mod tests {
 
     #[test]
     fn names_cannot_escape_their_route() {
-        let c = RestClient::new("http://h:8080/api/").unwrap();
+        let c = RestClient::new("http://h:8080/api/", None).unwrap();
         assert_eq!(
             c.url(&["resources", "pipe", "a/b?x#y"]).as_str(),
             "http://h:8080/api/resources/pipe/a%2Fb%3Fx%23y"
@@ -132,7 +144,7 @@ mod tests {
             c.url(&["resources", ""]).as_str(),
             "http://h:8080/api/resources/"
         );
-        assert!(RestClient::new("not a url").is_err());
+        assert!(RestClient::new("not a url", None).is_err());
     }
 
     #[test]
