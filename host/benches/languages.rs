@@ -16,7 +16,6 @@
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -31,8 +30,6 @@ use conveyor_host::{
 use conveyor_host::{EngineSettings, build_engine, start_epoch_ticker};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-
-mod support;
 
 const BUDGET: Limits = Limits {
     timeout: Duration::from_secs(30),
@@ -179,31 +176,11 @@ impl Bench {
     }
 }
 
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd.status()?;
-    anyhow::ensure!(status.success(), "{what} failed ({status})");
-    Ok(())
-}
-
 /// Builds the three drivers and returns them.
-fn build(root: &Path) -> anyhow::Result<Vec<Language>> {
-    let (status, rust_dir) = support::build_rust_drivers(&["rust-driver"])?;
-    anyhow::ensure!(
-        status.success(),
-        "building examples/rust-driver failed ({status})"
-    );
-    let out = support::target_dir().join("example-drivers");
-    std::fs::create_dir_all(&out)?;
-    for name in ["python-driver", "js-driver"] {
-        let script = root.join("examples").join(name).join("build.sh");
-        run(
-            Command::new(&script).arg(out.join(format!("{name}.wasm"))),
-            &format!(
-                "{} (run tests/run.sh once to install its tools)",
-                script.display()
-            ),
-        )?;
-    }
+fn build() -> anyhow::Result<Vec<Language>> {
+    let rust_dir = support::build_rust_drivers(&["rust-driver"])?;
+    let python = support::build_example_driver("python-driver", "", &[])?;
+    let js = support::build_example_driver("js-driver", "", &[])?;
     Ok(vec![
         Language {
             label: "rust",
@@ -215,13 +192,13 @@ fn build(root: &Path) -> anyhow::Result<Vec<Language>> {
             label: "python",
             driver: "python-driver",
             kind: "python-task",
-            wasm: out.join("python-driver.wasm"),
+            wasm: python,
         },
         Language {
             label: "javascript",
             driver: "js-driver",
             kind: "js-task",
-            wasm: out.join("js-driver.wasm"),
+            wasm: js,
         },
     ])
 }
@@ -357,8 +334,7 @@ fn main() -> anyhow::Result<()> {
         println!("languages: run with `cargo bench --bench languages`");
         return Ok(());
     }
-    let root = support::workspace_root();
-    let languages: Vec<Arc<Language>> = build(&root)?.into_iter().map(Arc::new).collect();
+    let languages: Vec<Arc<Language>> = build()?.into_iter().map(Arc::new).collect();
 
     let engine = build_engine(&EngineSettings {
         pool_instances: 64,

@@ -18,23 +18,13 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
-mod support;
-
-/// The NATS-mode tests' nats-server and Conveyor's streams (`tests/common/nats.rs`), which
-/// reach the workspace through `super::workspace`.
-#[allow(dead_code)] // the bench uses only the server and the streams
-#[path = "../../tests/common/nats.rs"]
-mod upstream;
-
-fn workspace() -> std::path::PathBuf {
-    support::workspace_root()
-}
+/// The NATS-mode tests' nats-server and Conveyor's streams.
+use support::nats as upstream;
 
 const EVENTS: usize = 5_000;
 
 fn noop_driver() -> PathBuf {
-    let (status, dir) = support::build_rust_drivers(&["noop-driver"]).expect("cargo runs");
-    assert!(status.success(), "building the noop driver failed");
+    let dir = support::build_rust_drivers(&["noop-driver"]).expect("build the noop driver");
     dir.join("noop_driver.wasm")
 }
 

@@ -48,8 +48,6 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-mod support;
-
 const NOOP_PAYLOAD: &str =
     r#"{"id":"1","name":"b","resource":"noop","metadata":{"version":"1"},"spec":{}}"#;
 const LOG5_PAYLOAD: &str = r#"{"id":"1","name":"b","resource":"test","metadata":{"version":"1"},"spec":{"action":"ok","lines":5}}"#;
@@ -317,7 +315,7 @@ fn build_drivers() -> PathBuf {
     let dir = support::target_dir().join("wasm32-wasip2").join("release");
     let missing: Vec<_> = files.iter().filter(|f| !dir.join(f).is_file()).collect();
     match built {
-        Ok((s, _)) if s.success() && missing.is_empty() => {}
+        Ok(_) if missing.is_empty() => {}
         _ if missing.is_empty() => {
             eprintln!(
                 "warning: building the guest drivers failed ({built:?}); using the existing files"

@@ -16,7 +16,7 @@ pub fn nats_server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("NATS_SERVER") {
         return PathBuf::from(p);
     }
-    let local = super::workspace().join(".tools/venv/bin/nats-server");
+    let local = crate::paths::workspace().join(".tools/venv/bin/nats-server");
     if local.exists() {
         return local;
     }

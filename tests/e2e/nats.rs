@@ -1,0 +1,455 @@
+//! NATS mode: the host attached to a real nats-server with Conveyor's three streams, driven by
+//! messages shaped exactly as the Go server sends them. Each scenario has its own
+//! nats-server, since the test's reader of results and logs takes every message on them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::nats::{Conveyor, NatsServer, resource};
+use support::{Host, poll, wait_until, workdir};
+use tokio::sync::OnceCell;
+
+fn nats_config(server: &NatsServer, extra: &str) -> String {
+    format!(
+        "[events]\nsource = \"nats\"\nurl = \"{}\"\nack_wait = \"2s\"\n\n{extra}",
+        server.url
+    )
+}
+
+/// Waits (30 s at most) until the host has attached the driver's consumer.
+async fn wait_for_consumer(conveyor: &Conveyor, driver: &str) {
+    wait_until(
+        Duration::from_secs(30),
+        "condition not met within 30s",
+        || async { conveyor.ack_pending(driver).await == 0 },
+    )
+    .await;
+}
+
+/// Whether `check` holds within 30 s.
+async fn within_30s<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        let done = check();
+        async move { if done.await { Ok(()) } else { Err(()) } }
+    })
+    .await
+    .is_ok()
+}
+
+// ---- conformance N2 and N4: a resource event --------------------------------------------
+
+/// A DriverMessage on `resources.<type>` for the sample driver, and what came of it.
+struct ResourceEvent {
+    run: String,
+    resource: Value,
+    /// The driver's consumer's pending acks while the driver works.
+    pending_while_working: usize,
+    /// What `pipelines.driver.result` carried.
+    results: Vec<Value>,
+    host_log: String,
+    /// Whether the message was acked (no ack pending) within 30 s of the result.
+    acked: bool,
+    /// Whether Interest retention dropped it within 30 s.
+    dropped: bool,
+    /// What `logs.>` carried.
+    logs: Vec<Value>,
+    /// What `live.logs.>` carried: (subject, line), five at most.
+    live: Vec<(String, Value)>,
+}
+
+async fn resource_event() -> &'static ResourceEvent {
+    static EVENT: OnceCell<ResourceEvent> = OnceCell::const_new();
+    EVENT
+        .get_or_init(|| async {
+            let dir = workdir(&["sample-driver"]);
+            let server = NatsServer::start(dir.path());
+            let conveyor = Conveyor::connect(&server.url).await;
+            let mut live = conveyor
+                .client
+                .subscribe("live.logs.>")
+                .await
+                .expect("subscribe to live.logs.>");
+            let host = Host::start(dir.path(), &nats_config(&server, ""));
+
+            let res = resource("resource-1", "app", json!({"delay_ms": 300}));
+            // The consumer is created when the host attaches; wait for it so the message is
+            // retained.
+            wait_for_consumer(&conveyor, "sample-driver").await;
+            let run = conveyor
+                .publish("resources.resource-1", "create", &res)
+                .await;
+
+            // While the driver works, its message is delivered but not acknowledged.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let pending_while_working = conveyor.ack_pending("sample-driver").await;
+
+            let results = conveyor.results(1, Duration::from_secs(30)).await;
+            let host_log = host.log();
+            let acked =
+                within_30s(|| async { conveyor.ack_pending("sample-driver").await == 0 }).await;
+            let dropped = within_30s(|| async { conveyor.retained_messages().await == 0 }).await;
+            let logs = conveyor.logs(5, Duration::from_secs(10)).await;
+            let mut lines = Vec::new();
+            for _ in 0..5 {
+                let next = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    futures::StreamExt::next(&mut live),
+                )
+                .await;
+                let Ok(Some(m)) = next else { break };
+                let line: Value = serde_json::from_slice(&m.payload).expect("a live line is JSON");
+                lines.push((m.subject.to_string(), line));
+            }
+            ResourceEvent {
+                run,
+                resource: res,
+                pending_while_working,
+                results,
+                host_log,
+                acked,
+                dropped,
+                logs,
+                live: lines,
+            }
+        })
+        .await
+}
+
+/// The message is acknowledged only after the work is done and its result published: then
+/// nothing stays pending, and Interest retention drops it.
+#[tokio::test]
+async fn a_resource_event_is_acked_only_after_its_result() {
+    let e = resource_event().await;
+    assert_eq!(e.pending_while_working, 1, "acked before the work was done");
+    assert_eq!(e.results.len(), 1, "host log:\n{}", e.host_log);
+    assert!(e.acked, "condition not met within 30s");
+    assert!(e.dropped, "condition not met within 30s");
+}
+
+/// The result goes to `pipelines.driver.result` as a PipelineEvent.
+#[tokio::test]
+async fn a_resource_events_result_is_a_pipeline_event() {
+    let e = resource_event().await;
+    assert_eq!(e.results.len(), 1, "host log:\n{}", e.host_log);
+    let r = &e.results[0];
+    assert_eq!(r["event"], "driver.result");
+    assert_eq!(r["run_id"], e.run.as_str());
+    assert_eq!(r["resource"]["name"], "app");
+    assert_eq!(r["resource"]["resource"], "resource-1");
+    assert_eq!(r["resource"]["id"], e.resource["id"]);
+    assert_eq!(
+        r["driverresult"],
+        json!({"success": true, "message": "Sample Driver Reconciled Successfully", "data": null, "driver": "sample-driver"})
+    );
+}
+
+/// The driver's lines go to `logs.<runid>` as types.Log with `runid`.
+#[tokio::test]
+async fn driver_lines_are_stored_on_the_logs_stream() {
+    let e = resource_event().await;
+    assert_eq!(e.logs.len(), 5);
+    for (i, line) in e.logs.iter().enumerate() {
+        assert_eq!(line["runid"], e.run.as_str());
+        assert_eq!(line["driver"], "sample-driver");
+        assert_eq!(line["pipeline"], "");
+        assert_eq!(line["step"], (i + 1).to_string());
+        assert_eq!(
+            line["message"],
+            format!("Sample Driver Working... {}/5", i + 1)
+        );
+        assert!(
+            line["timestamp"]
+                .as_str()
+                .expect("a timestamp")
+                .ends_with('Z')
+        );
+    }
+}
+
+/// The driver's lines go live to `live.logs.<runid>.<driver>`.
+#[tokio::test]
+async fn driver_lines_go_live_on_core_nats() {
+    let e = resource_event().await;
+    for i in 0..5 {
+        let (subject, line) = e.live.get(i).expect("a live line");
+        assert_eq!(
+            subject.as_str(),
+            format!("live.logs.{}.sample-driver", e.run)
+        );
+        assert_eq!(line["step"], (i + 1).to_string());
+    }
+}
+
+// ---- a pipeline step ------------------------------------------------------------------------
+
+/// A pipeline step on `drivers.<name>.resources.<type>` with event `process`, and a step whose
+/// payload is an object (the design document's shape), and their results.
+struct PipelineStep {
+    run: String,
+    results: Vec<Value>,
+    host_log: String,
+}
+
+async fn pipeline_step() -> &'static PipelineStep {
+    static STEP: OnceCell<PipelineStep> = OnceCell::const_new();
+    STEP.get_or_init(|| async {
+        let dir = workdir(&["test-driver"]);
+        let server = NatsServer::start(dir.path());
+        let conveyor = Conveyor::connect(&server.url).await;
+        let host = Host::start(dir.path(), &nats_config(&server, ""));
+        wait_for_consumer(&conveyor, "test-driver").await;
+
+        let mut res = resource("test", "step2", json!({"action": "ok"}));
+        res["pipeline"] = json!("build");
+        let run = conveyor
+            .publish("drivers.test-driver.resources.test", "process", &res)
+            .await;
+        let object_payload = json!({
+            "event": "process",
+            "payload": resource("test", "obj", json!({"action": "ok"})),
+            "id": "0123456789abcdef01234567",
+            "run_id": "run-with-object-payload",
+        });
+        conveyor
+            .publish_raw(
+                "drivers.test-driver.resources.test",
+                object_payload.to_string().into_bytes(),
+            )
+            .await;
+        let results = conveyor.results(2, Duration::from_secs(30)).await;
+        PipelineStep {
+            run,
+            results,
+            host_log: host.log(),
+        }
+    })
+    .await
+}
+
+/// A step is handled like a resource event, with its `process` event.
+#[tokio::test]
+async fn a_pipeline_step_is_handled_with_its_process_event() {
+    let s = pipeline_step().await;
+    assert_eq!(s.results.len(), 2, "host log:\n{}", s.host_log);
+    let step = s
+        .results
+        .iter()
+        .find(|r| r["run_id"] == s.run.as_str())
+        .expect("the step's result");
+    assert_eq!(step["driverresult"]["success"], true);
+    assert_eq!(step["driverresult"]["data"]["event"], "process");
+    assert_eq!(step["resource"]["pipeline"], "build");
+}
+
+/// An object payload is accepted as well as a JSON string.
+#[tokio::test]
+async fn an_object_payload_is_accepted() {
+    let s = pipeline_step().await;
+    assert_eq!(s.results.len(), 2, "host log:\n{}", s.host_log);
+    assert!(
+        s.results
+            .iter()
+            .any(|r| r["run_id"] == "run-with-object-payload")
+    );
+}
+
+// ---- unusable messages ----------------------------------------------------------------------
+
+/// Three unusable messages, then a good one, and what came of them.
+struct Malformed {
+    good: String,
+    results: Vec<Value>,
+    later_results: Vec<Value>,
+    dropped: bool,
+    host_log: String,
+}
+
+async fn malformed() -> &'static Malformed {
+    static MALFORMED: OnceCell<Malformed> = OnceCell::const_new();
+    MALFORMED
+        .get_or_init(|| async {
+            let dir = workdir(&["test-driver"]);
+            let server = NatsServer::start(dir.path());
+            let conveyor = Conveyor::connect(&server.url).await;
+            let host = Host::start(dir.path(), &nats_config(&server, ""));
+            wait_for_consumer(&conveyor, "test-driver").await;
+
+            for body in [
+                b"this is not json".to_vec(),
+                br#"{"event":"create","payload":"{not a resource","id":"x","run_id":"r1"}"#
+                    .to_vec(),
+                br#"{"event":"create","payload":42,"id":"x","run_id":"r2"}"#.to_vec(),
+            ] {
+                conveyor.publish_raw("resources.test", body).await;
+            }
+            let good = conveyor
+                .publish(
+                    "resources.test",
+                    "create",
+                    &resource("test", "fine", json!({"action": "ok"})),
+                )
+                .await;
+            let results = conveyor.results(1, Duration::from_secs(30)).await;
+            let later_results = conveyor.results(1, Duration::from_secs(2)).await;
+            let dropped = within_30s(|| async { conveyor.retained_messages().await == 0 }).await;
+            Malformed {
+                good,
+                results,
+                later_results,
+                dropped,
+                host_log: host.log(),
+            }
+        })
+        .await
+}
+
+/// The consumer goes on after unusable messages: the good one gets its result.
+#[tokio::test]
+async fn a_good_message_after_unusable_ones_gets_its_result() {
+    let m = malformed().await;
+    assert_eq!(m.results.len(), 1);
+    assert_eq!(m.results[0]["run_id"], m.good.as_str());
+}
+
+/// Messages that cannot be used are terminated with a logged reason, and get no result.
+#[tokio::test]
+async fn unusable_messages_are_terminated_with_a_logged_reason() {
+    let m = malformed().await;
+    assert!(m.later_results.is_empty(), "no result for bad messages");
+    assert!(m.dropped, "condition not met within 30s");
+    let log = &m.host_log;
+    assert_eq!(
+        log.matches("terminating an unusable message").count(),
+        3,
+        "{log}"
+    );
+    assert!(log.contains("not a DriverMessage"), "{log}");
+}
+
+// ---- several hosts, a SIGKILL, a nats-server restart ----------------------------------
+
+fn count_by_run(results: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in results {
+        *counts
+            .entry(r["run_id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Two hosts serve one driver: 1,000 events are each reconciled exactly once.
+#[tokio::test]
+async fn two_hosts_reconcile_each_event_exactly_once() {
+    let dir_a = workdir(&["test-driver"]);
+    let dir_b = workdir(&["test-driver"]);
+    let server = NatsServer::start(dir_a.path());
+    let conveyor = Conveyor::connect(&server.url).await;
+    let config = nats_config(&server, "[defaults]\nconcurrency = 4\n");
+    let _host_a = Host::start(dir_a.path(), &config);
+    let _host_b = Host::start(dir_b.path(), &config);
+    wait_for_consumer(&conveyor, "test-driver").await;
+
+    let mut runs = Vec::new();
+    for i in 0..1000 {
+        let res = resource(
+            "test",
+            &format!("r{i}"),
+            json!({"action": "ok", "lines": 0}),
+        );
+        runs.push(conveyor.publish("resources.test", "create", &res).await);
+    }
+    let results = conveyor.results(1000, Duration::from_secs(120)).await;
+    let counts = count_by_run(&results);
+    assert_eq!(counts.len(), 1000, "every event has a result");
+    assert!(counts.values().all(|c| *c == 1), "each exactly once");
+    assert!(runs.iter().all(|r| counts.contains_key(r)));
+    assert!(conveyor.results(1, Duration::from_secs(1)).await.is_empty());
+}
+
+/// Two hosts serve one driver; after one is SIGKILLed mid-run (the binary), none of 400
+/// events is lost and only events in flight on it run twice.
+#[tokio::test]
+async fn killing_one_of_two_hosts_loses_no_event() {
+    let dir_a = workdir(&["test-driver"]);
+    let dir_b = workdir(&["test-driver"]);
+    let server = NatsServer::start(dir_a.path());
+    let conveyor = Conveyor::connect(&server.url).await;
+    let config = nats_config(&server, "[defaults]\nconcurrency = 4\n");
+    let mut host_a = crate::spawn(dir_a.path(), &config);
+    let host_b = Host::start(dir_b.path(), &config);
+    wait_for_consumer(&conveyor, "test-driver").await;
+
+    let mut runs = Vec::new();
+    for i in 0..400 {
+        let res = resource(
+            "test",
+            &format!("s{i}"),
+            json!({"action": "sleep", "ms": 20}),
+        );
+        runs.push(conveyor.publish("resources.test", "create", &res).await);
+    }
+    let mut results = conveyor.results(100, Duration::from_secs(60)).await;
+    host_a.kill();
+    results.extend(
+        conveyor
+            .results(400 - results.len(), Duration::from_secs(120))
+            .await,
+    );
+    // Redeliveries of A's in-flight events arrive after ack_wait; give them time.
+    results.extend(conveyor.results(8, Duration::from_secs(6)).await);
+    let counts = count_by_run(&results);
+    assert!(
+        runs.iter().all(|r| counts.contains_key(r)),
+        "none lost; host B log:\n{}",
+        host_b.log()
+    );
+    let twice = counts.values().filter(|c| **c > 1).count();
+    assert!(
+        twice <= 4,
+        "only events in flight on the killed host (concurrency 4) ran twice, not {twice}"
+    );
+    assert!(counts.values().all(|c| *c <= 2));
+}
+
+/// nats-server restarted mid-burst: every event completes after the host reconnects by itself.
+#[tokio::test]
+async fn host_reconnects_after_a_nats_restart() {
+    let dir = workdir(&["test-driver"]);
+    let mut server = NatsServer::start(dir.path());
+    let conveyor = Conveyor::connect(&server.url).await;
+    let host = Host::start(
+        dir.path(),
+        &nats_config(&server, "[defaults]\nconcurrency = 4\n"),
+    );
+    wait_for_consumer(&conveyor, "test-driver").await;
+
+    let mut runs = Vec::new();
+    for i in 0..200 {
+        let res = resource(
+            "test",
+            &format!("r{i}"),
+            json!({"action": "sleep", "ms": 10}),
+        );
+        runs.push(conveyor.publish("resources.test", "create", &res).await);
+    }
+    let mut results = conveyor.results(40, Duration::from_secs(60)).await;
+    server.restart(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count_by_run(&results).len() < 200 && Instant::now() < deadline {
+        results.extend(conveyor.results(200, Duration::from_secs(5)).await);
+    }
+    let counts = count_by_run(&results);
+    let missing: Vec<_> = runs.iter().filter(|r| !counts.contains_key(*r)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} events never completed; host log:\n{}",
+        missing.len(),
+        host.log()
+    );
+}
