@@ -37,6 +37,7 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "==> cargo test"
-# Unit tests first, the end-to-end suites last (doc tests are not run: the examples in the
-# docs are illustrations, compiled by the real crates under examples/ and tests/drivers/).
+# Unit tests first, the end-to-end tests (one binary, tests/e2e) last (doc tests are not run:
+# the examples in the docs are illustrations, compiled by the real crates under examples/ and
+# tests/drivers/).
 cargo test -p conveyor-driver -p conveyor-host --lib --bins --tests

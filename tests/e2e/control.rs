@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::http::run_id_of;
-use support::{Host, Sse, Ws, parse_time, workdir};
+use support::{Host, Sse, Ws, parse_time};
 use tokio::sync::OnceCell;
 
-use crate::{Fixture, spawn};
+use crate::{Fixture, spawn, workdir};
 
 /// Creates a resource of type `staged` on a pipeline and returns its run id.
 async fn create_piped(host: &Host, name: &str, pipeline: &str, spec: Value) -> String {

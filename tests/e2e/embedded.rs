@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::http::run_id_of;
-use support::{Host, Sse, Ws, duration_between, rust_driver, workdir};
+use support::{Host, Sse, Ws, duration_between, rust_driver};
 use tokio::sync::OnceCell;
 
-use crate::{Fixture, run_cli, spawn};
+use crate::{Fixture, run_cli, spawn, workdir};
 
 const SAMPLE_SCHEMA: &str = r#"{"type":"object","properties":{"delay_ms":{"type":"integer"}}}"#;
 

@@ -19,6 +19,7 @@ mod polyglot;
 mod sandbox;
 
 use std::path::Path;
+use std::sync::Once;
 
 use support::Host;
 
@@ -37,6 +38,59 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     support::run_cli(host_bin(), args)
 }
 
+/// A temporary directory holding the named drivers (see [`support::workdir`]). The first
+/// call also starts [`warm_up`].
+pub fn workdir(drivers: &[&str]) -> tempfile::TempDir {
+    warm_up();
+    support::workdir(drivers)
+}
+
+/// Starts building, on threads of their own, the drivers that take long to build (the
+/// Python driver, about ten seconds; the JavaScript ones), once per process, so that the
+/// polyglot tests, which run last, find them built while the tests before them mostly wait
+/// on sleeps and timeouts. Only when the polyglot tests are to run (no name filter, or one
+/// that names them); a build that fails here fails again, with its message, in the test
+/// that needs it.
+fn warm_up() {
+    static WARM_UP: Once = Once::new();
+    WARM_UP.call_once(|| {
+        if !polyglot_selected() {
+            return;
+        }
+        std::thread::spawn(|| support::example_driver("python-driver"));
+        std::thread::spawn(|| {
+            support::example_driver("js-driver");
+            polyglot::starlingmonkey_driver();
+        });
+    });
+}
+
+/// Whether the test filters on the command line (if any) may select the polyglot tests.
+fn polyglot_selected() -> bool {
+    const WITH_VALUE: [&str; 7] = [
+        "--test-threads",
+        "--skip",
+        "--logfile",
+        "--color",
+        "--format",
+        "--shuffle-seed",
+        "-Z",
+    ];
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.contains("polyglot") || "polyglot::".contains(f.as_str()))
+}
+
 /// An in-process host with the directory it runs in.
 pub struct Fixture {
     /// The host.
@@ -48,7 +102,7 @@ pub struct Fixture {
 impl Fixture {
     /// Starts a host in a new directory holding `drivers`, with `extra_config`.
     pub fn start(drivers: &[&str], extra_config: &str) -> Fixture {
-        let dir = support::workdir(drivers);
+        let dir = workdir(drivers);
         let host = Host::start(dir.path(), extra_config);
         Fixture { host, dir }
     }

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::nats::{Conveyor, NatsServer, resource};
-use support::{Host, poll, wait_until, workdir};
+use support::{Host, poll, wait_until};
 use tokio::sync::OnceCell;
+
+use crate::workdir;
 
 fn nats_config(server: &NatsServer, extra: &str) -> String {
     format!(

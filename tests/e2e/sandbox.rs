@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::http::find_driver;
-use support::{Host, Sse, rust_driver, workdir};
+use support::{Host, Sse, rust_driver};
 use tokio::sync::OnceCell;
 
-use crate::{Fixture, run_cli};
+use crate::{Fixture, run_cli, workdir};
 
 const ANY: &str = r#"{"type":"object"}"#;
 

@@ -19,6 +19,8 @@
 //! The `conveyor-host` binary's path (`CARGO_BIN_EXE_conveyor-host`) is only known to the
 //! integration tests themselves, so the functions that run it take it as an argument.
 
+#![warn(missing_docs)]
+
 pub mod drivers;
 pub mod host;
 pub mod http;
