@@ -559,15 +559,15 @@ async fn a_run_that_never_succeeds_fails_after_max_attempts() {
     assert_eq!(r["steps"][0]["attempts"], 3);
 }
 
-/// After those two runs, `GET /metrics` shows every series. The binary, because the metrics
-/// are process-wide for now: another in-process host's test driver would count here too.
+/// After those two runs, `GET /metrics` shows every series (a host of its own, so that the
+/// counts are these runs' alone).
 #[tokio::test]
 async fn metrics_count_reconciles_retries_runs_and_log_lines() {
-    let dir = workdir(&["test-driver"]);
-    let host = spawn(dir.path(), RETRY_CONFIG);
+    let fixture = Fixture::start(&["test-driver"], RETRY_CONFIG);
+    let host = &fixture.host;
     host.define("test", json!({"type": "object"})).await;
-    flaky_run(&host).await;
-    hopeless_run(&host).await;
+    flaky_run(host).await;
+    hopeless_run(host).await;
 
     let (content_type, text) = host.metrics().await;
     assert!(content_type.starts_with("text/plain"), "{content_type}");

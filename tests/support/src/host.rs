@@ -62,10 +62,10 @@ fn write_config(dir: &Path, extra: &str) -> (PathBuf, String) {
 
 /// The one call into the host library: parses the config as `conveyor-host run` would (paths
 /// relative to `base`) and starts the daemon.
-async fn start_daemon(text: &str, base: &Path) -> anyhow::Result<conveyor_host::daemon::Running> {
-    let config = conveyor_host::config::Config::parse(text, base)
+async fn start_daemon(text: &str, base: &Path) -> anyhow::Result<conveyor_host::Running> {
+    let config = conveyor_host::Config::parse(text, base)
         .map_err(|e| anyhow::anyhow!("{}: {e}", base.join("host.toml").display()))?;
-    conveyor_host::daemon::start(config).await
+    conveyor_host::start(config).await
 }
 
 impl Host {
