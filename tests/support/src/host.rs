@@ -24,7 +24,7 @@ const STOP_WITHIN: Duration = Duration::from_secs(2);
 
 /// A running host: its API's URL, its log, and how to stop it. Dropping it stops it.
 pub struct Host {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https` with `[api.tls]`).
     pub url: String,
     log: Log,
     runner: Runner,
@@ -87,7 +87,8 @@ impl Host {
         let (_, text) = write_config(dir, extra_config);
         let base = dir.to_path_buf();
         let name = format!("{HOST_THREAD_PREFIX}{id}");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<Result<(&'static str, SocketAddr), String>>();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(name.clone())
@@ -106,7 +107,7 @@ impl Host {
                 runtime.block_on(async move {
                     match start_daemon(&text, &base).await {
                         Ok(running) => {
-                            let _ = ready_tx.send(Ok(running.addr));
+                            let _ = ready_tx.send(Ok((running.scheme, running.addr)));
                             // Stopped when the sender is used or dropped.
                             let _ = stop_rx.await;
                             let _ = tokio::time::timeout(STOP_WITHIN, running.stop()).await;
@@ -121,19 +122,22 @@ impl Host {
                 runtime.shutdown_timeout(Duration::from_millis(500));
             })
             .expect("spawn a thread for the in-process host");
-        let addr = match ready_rx.recv_timeout(START_WITHIN) {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => panic!(
-                "the in-process host did not start: {e}\nits log:\n{}",
-                read_kept(&log)
-            ),
-            Err(_) => panic!(
-                "the in-process host did not start within {START_WITHIN:?}; its log:\n{}",
-                read_kept(&log)
-            ),
+        let (scheme, addr) = match ready_rx.recv_timeout(START_WITHIN) {
+            Ok(Ok(started)) => started,
+            failed => {
+                logging::unregister(id);
+                let why = match failed {
+                    Ok(Err(e)) => e,
+                    _ => format!("no answer within {START_WITHIN:?}"),
+                };
+                panic!(
+                    "the in-process host did not start: {why}\nits log:\n{}",
+                    read_kept(&log)
+                );
+            }
         };
         Host {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             log: Log::Kept(log),
             runner: Runner::InProcess(InProcess { id, stop, thread }),
         }
