@@ -45,22 +45,30 @@ pub fn workdir(drivers: &[&str]) -> tempfile::TempDir {
     support::workdir(drivers)
 }
 
-/// Starts building, on threads of their own, the drivers that take long to build (the
-/// Python driver, about ten seconds; the JavaScript ones), once per process, so that the
-/// polyglot tests, which run last, find them built while the tests before them mostly wait
-/// on sleeps and timeouts. Only when the polyglot tests are to run (no name filter, or one
-/// that names them); a build that fails here fails again, with its message, in the test
-/// that needs it.
+/// Starts, on threads of their own and once per process, what takes the polyglot tests long
+/// to prepare: the JavaScript drivers' builds and the polyglot module's host (which builds the
+/// Python driver, about ten seconds, then compiles it, as long again). The polyglot tests run
+/// last, since libtest starts tests in name order; this way their host is ready by then and
+/// its work fills the time the tests before them spend waiting on sleeps and timeouts. Only
+/// when the polyglot tests are to run (no name filter, or one that names them). Whatever
+/// fails here fails again, with its message, in the test that needs it.
 fn warm_up() {
     static WARM_UP: Once = Once::new();
     WARM_UP.call_once(|| {
         if !polyglot_selected() {
             return;
         }
-        std::thread::spawn(|| support::example_driver("python-driver"));
         std::thread::spawn(|| {
             support::example_driver("js-driver");
             polyglot::starlingmonkey_driver();
+        });
+        std::thread::spawn(|| {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(polyglot::warm_up());
+            }
         });
     });
 }

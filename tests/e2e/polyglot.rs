@@ -243,6 +243,11 @@ async fn polyglot() -> &'static Polyglot {
         .await
 }
 
+/// Starts the module's host, if no test has yet (see `crate::warm_up`).
+pub async fn warm_up() {
+    polyglot().await;
+}
+
 async fn host() -> &'static Host {
     &polyglot().await.fixture.host
 }
