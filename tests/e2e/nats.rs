@@ -62,6 +62,8 @@ struct ResourceEvent {
     logs: Vec<Value>,
     /// What `live.logs.>` carried: (subject, line), five at most.
     live: Vec<(String, Value)>,
+    /// `GET /metrics` after the result: its content type and text.
+    metrics: (String, String),
 }
 
 async fn resource_event() -> &'static ResourceEvent {
@@ -91,6 +93,7 @@ async fn resource_event() -> &'static ResourceEvent {
             let pending_while_working = conveyor.ack_pending("sample-driver").await;
 
             let results = conveyor.results(1, Duration::from_secs(30)).await;
+            let metrics = host.metrics().await;
             let host_log = host.log();
             let acked =
                 within_30s(|| async { conveyor.ack_pending("sample-driver").await == 0 }).await;
@@ -117,6 +120,7 @@ async fn resource_event() -> &'static ResourceEvent {
                 dropped,
                 logs,
                 live: lines,
+                metrics,
             }
         })
         .await
@@ -131,6 +135,24 @@ async fn a_resource_event_is_acked_only_after_its_result() {
     assert_eq!(e.results.len(), 1, "host log:\n{}", e.host_log);
     assert!(e.acked, "condition not met within 30s");
     assert!(e.dropped, "condition not met within 30s");
+}
+
+/// NATS mode serves `/metrics` too: the reconcile is counted, and the embedded store's gauges
+/// (queue depth, runs) are left out, since the Conveyor server keeps the queue and the runs.
+#[tokio::test]
+async fn nats_mode_serves_metrics_after_a_reconcile() {
+    let e = resource_event().await;
+    let (content_type, text) = &e.metrics;
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(
+        text.contains(r#"conveyor_reconciles_total{driver="sample-driver",outcome="success"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"conveyor_reconcile_duration_seconds_count{driver="sample-driver"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("conveyor_queue_depth"), "{text}");
 }
 
 /// The result goes to `pipelines.driver.result` as a PipelineEvent.
