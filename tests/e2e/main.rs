@@ -4,8 +4,8 @@
 //!
 //! One module per area. Most tests start the host in this process ([`Host::start`]); the
 //! ones that need a process of their own spawn the `conveyor-host` binary ([`spawn`]): a
-//! SIGKILL, a restart on the same data directory, the command line, and what the process's
-//! environment or its process-wide metrics decide.
+//! SIGKILL, a restart on the same data directory, the command line, and a grant read from
+//! the host process's environment.
 //!
 //! A test checks one behaviour. Where several need the same costly setup, they share it: a
 //! [`Fixture`] (a host started by the first test that needs it, kept for the process's life,
