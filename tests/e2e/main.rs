@@ -4,8 +4,8 @@
 //!
 //! One module per area. Most tests start the host in this process ([`Host::start`]); the
 //! ones that need a process of their own spawn the `conveyor-host` binary ([`spawn`]): a
-//! SIGKILL, a restart on the same data directory, the command line, and what the process's
-//! environment or its process-wide metrics decide.
+//! SIGKILL, a restart on the same data directory, the command line, and a grant read from
+//! the host process's environment.
 //!
 //! A test checks one behaviour. Where several need the same costly setup, they share it: a
 //! [`Fixture`] (a host started by the first test that needs it, kept for the process's life,
@@ -46,16 +46,18 @@ pub fn workdir(drivers: &[&str]) -> tempfile::TempDir {
 }
 
 /// Starts, on threads of their own and once per process, what takes the polyglot tests long
-/// to prepare: the JavaScript drivers' builds and the polyglot module's host (which builds the
-/// Python driver, about ten seconds, then compiles it, as long again). The polyglot tests run
-/// last, since libtest starts tests in name order; this way their host is ready by then and
-/// its work fills the time the tests before them spend waiting on sleeps and timeouts. Only
-/// when the polyglot tests are to run (no name filter, or one that names them). Whatever
-/// fails here fails again, with its message, in the test that needs it.
+/// to prepare: the JavaScript drivers' builds, and the polyglot module's scenario of two
+/// starts of the binary (which builds the Python driver, about ten seconds, then compiles
+/// it, as long again) followed by its in-process host. The polyglot tests run last, since
+/// libtest starts tests in name order; this way their hosts are ready by then and their work
+/// fills the time the tests before them spend waiting on sleeps and timeouts. Only when the
+/// whole suite (or the polyglot module) runs ([`whole_suite`]). Whatever fails here fails
+/// again, with its message, in the test that needs it; a host spawned here ends with the
+/// thread, or the process.
 fn warm_up() {
     static WARM_UP: Once = Once::new();
     WARM_UP.call_once(|| {
-        if !polyglot_selected() {
+        if !whole_suite() {
             return;
         }
         std::thread::spawn(|| {
@@ -73,30 +75,33 @@ fn warm_up() {
     });
 }
 
-/// Whether the test filters on the command line (if any) may select the polyglot tests.
-fn polyglot_selected() -> bool {
-    const WITH_VALUE: [&str; 7] = [
+/// Whether this run is the whole suite or the whole polyglot module: no test name filter on
+/// the command line but a prefix of `polyglot::`, and no `--skip` that leaves out the
+/// polyglot tests. (A run of a few tests does not pay for the warm-up: the polyglot tests it
+/// selects prepare what they need themselves.)
+fn whole_suite() -> bool {
+    const WITH_VALUE: [&str; 6] = [
         "--test-threads",
-        "--skip",
         "--logfile",
         "--color",
         "--format",
         "--shuffle-seed",
         "-Z",
     ];
-    let mut filters = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if WITH_VALUE.contains(&arg.as_str()) {
+        if arg == "--skip" {
+            let skip = args.next().unwrap_or_default();
+            if skip.contains("polyglot") || "polyglot::".contains(skip.as_str()) {
+                return false;
+            }
+        } else if WITH_VALUE.contains(&arg.as_str()) {
             args.next();
-        } else if !arg.starts_with('-') {
-            filters.push(arg);
+        } else if !arg.starts_with('-') && !"polyglot::".starts_with(arg.as_str()) {
+            return false;
         }
     }
-    filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| f.contains("polyglot") || "polyglot::".contains(f.as_str()))
+    true
 }
 
 /// An in-process host with the directory it runs in.

@@ -6,13 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use serde_json::{Value, json};
 use support::Host;
 use tokio::sync::OnceCell;
 
-use crate::{Fixture, run_cli, spawn, workdir};
+use crate::{Fixture, run_cli, workdir};
 
 const DRIVERS: [&str; 4] = ["sample-driver", "rust-driver", "python-driver", "js-driver"];
 
@@ -171,26 +174,39 @@ fn drivers_by_name(list: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
-// ---- one host with every language, watched from its first start -------------------------
+// ---- two starts of the binary on one data directory --------------------------------------
 
-/// The module's host, and what its first start looked like while the drivers compiled.
-struct Polyglot {
-    fixture: Fixture,
+/// The binary started twice on one data directory: the first start with an empty compile
+/// cache, watched while the drivers compile, used and stopped; the second from the cache.
+struct Restart {
+    /// Its directory, whose `data/cache/` holds every driver compiled.
+    dir: tempfile::TempDir,
     /// Whether the Rust sample driver was ready while the Python driver still compiled.
     rust_ready_while_python_loads: bool,
-    /// A resource for the Python driver created while it still compiled.
-    early_run: Option<String>,
+    /// The result of a resource for the Python driver created while it still compiled.
+    early: Option<Value>,
+    /// `GET /drivers` by name, after the first start and after the second.
+    first: BTreeMap<String, Value>,
+    first_list: Value,
+    second: BTreeMap<String, Value>,
+    second_list: Value,
+    /// Whether the first start stopped cleanly on SIGTERM, and its log.
+    stopped_cleanly: bool,
+    first_log: String,
 }
 
-async fn polyglot() -> &'static Polyglot {
-    static POLYGLOT: OnceCell<Polyglot> = OnceCell::const_new();
-    POLYGLOT
+/// Runs the scenario once per process (`crate::warm_up` starts it early). Both starts also
+/// check that every language works ([`run_all`]), and a failure there fails the test that
+/// waits for the scenario.
+async fn restart() -> &'static Restart {
+    static RESTART: OnceCell<Restart> = OnceCell::const_new();
+    RESTART
         .get_or_init(|| async {
             let dir = workdir(&DRIVERS);
-            // Empty cache: the API answers, and the small Rust driver is ready, while the
-            // Python component (seconds to compile) is still loading.
+            // First start, empty cache: the API answers, and the small Rust driver is ready,
+            // while the Python component (seconds to compile) is still loading.
             let started = Instant::now();
-            let host = Host::start_serving(dir.path(), CONFIG);
+            let mut host = Host::spawn_serving(crate::host_bin(), dir.path(), CONFIG, &[]);
             let mut rust_ready_while_python_loads = false;
             let mut early_run = None;
             loop {
@@ -234,29 +250,52 @@ async fn polyglot() -> &'static Polyglot {
             if !rust_ready_while_python_loads {
                 define_all(&host).await;
             }
-            Polyglot {
-                fixture: Fixture { host, dir },
+            let (_, first_list) = host.get("/drivers").await;
+            let first = drivers_by_name(&first_list);
+            let early = match &early_run {
+                Some(run) => Some(host.result(run).await),
+                None => None,
+            };
+            run_all(&host, "before").await;
+            let stopped_cleanly = host.stop();
+            let first_log = host.log();
+
+            // Second start, same data dir.
+            let host = crate::spawn(dir.path(), CONFIG);
+            let (_, second_list) = host.get("/drivers").await;
+            let second = drivers_by_name(&second_list);
+            for name in DRIVERS {
+                // Written to the process's stderr directly, not through the test's captured
+                // output, so that the figures show in every run of the suite.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{name}: compiled in {:.0} ms on the first start, loaded from the cache in {:.1} ms after the restart",
+                    first[name]["load_ms"].as_f64().unwrap_or(0.0),
+                    second[name]["load_ms"].as_f64().unwrap_or(0.0)
+                );
+            }
+            run_all(&host, "after").await;
+            drop(host);
+            Restart {
+                dir,
                 rust_ready_while_python_loads,
-                early_run,
+                early,
+                first,
+                first_list,
+                second,
+                second_list,
+                stopped_cleanly,
+                first_log,
             }
         })
         .await
-}
-
-/// Starts the module's host, if no test has yet (see `crate::warm_up`).
-pub async fn warm_up() {
-    polyglot().await;
-}
-
-async fn host() -> &'static Host {
-    &polyglot().await.fixture.host
 }
 
 /// The first start serves the API and the Rust driver while the Python driver compiles.
 #[tokio::test]
 async fn the_rust_driver_serves_while_the_python_driver_compiles() {
     assert!(
-        polyglot().await.rust_ready_while_python_loads,
+        restart().await.rust_ready_while_python_loads,
         "the Rust driver was not served while the Python driver compiled"
     );
 }
@@ -264,13 +303,86 @@ async fn the_rust_driver_serves_while_the_python_driver_compiles() {
 /// A resource created while the Python driver compiles reaches it.
 #[tokio::test]
 async fn a_resource_created_while_the_python_driver_compiles_reaches_it() {
-    let p = polyglot().await;
-    let host = &p.fixture.host;
-    let early = host
-        .result(p.early_run.as_ref().expect("created while loading"))
-        .await;
+    let early = restart()
+        .await
+        .early
+        .as_ref()
+        .expect("created while loading");
     assert_eq!(early["driver"], "python-driver", "{early}");
     assert_eq!(early["success"], true, "{early}");
+}
+
+/// The first start, with an empty cache, compiles every driver.
+#[tokio::test]
+async fn the_first_start_compiles_every_driver() {
+    let r = restart().await;
+    for name in DRIVERS {
+        assert_eq!(r.first[name]["loaded_from"], "compiled", "{}", r.first_list);
+    }
+}
+
+/// A host with every language loaded and used stops cleanly on SIGTERM.
+#[tokio::test]
+async fn a_host_with_every_language_stops_cleanly() {
+    let r = restart().await;
+    assert!(r.stopped_cleanly, "{}", r.first_log);
+}
+
+/// A restart loads every driver from the compile cache in milliseconds, the same files as
+/// before, and they still work ([`run_all`] in the scenario).
+#[tokio::test]
+async fn a_restart_loads_every_driver_from_the_compile_cache() {
+    let r = restart().await;
+    for name in DRIVERS {
+        let d = &r.second[name];
+        assert_eq!(d["loaded_from"], "cache", "{}", r.second_list);
+        assert_eq!(d["sha256"], r.first[name]["sha256"], "{}", r.second_list);
+    }
+}
+
+// ---- one host with every language -------------------------------------------------------
+
+/// The module's host, in process. It starts with the compile cache the [`restart`] scenario
+/// filled (a copy), so that the Python driver is compiled once per process; should that
+/// scenario fail, it compiles everything itself.
+async fn host() -> &'static Host {
+    static HOST: OnceCell<Fixture> = OnceCell::const_new();
+    let fixture = HOST
+        .get_or_init(|| async {
+            let compiled = AssertUnwindSafe(restart()).catch_unwind().await.ok();
+            let dir = workdir(&DRIVERS);
+            if let Some(r) = compiled {
+                copy_dir(
+                    &r.dir.path().join("data/cache"),
+                    &dir.path().join("data/cache"),
+                );
+            }
+            let host = Host::start(dir.path(), CONFIG);
+            define_all(&host).await;
+            Fixture { host, dir }
+        })
+        .await;
+    &fixture.host
+}
+
+/// Copies the files of one directory into another, which is created.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("cannot create {}: {e}", to.display()));
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(entry.file_name()))
+                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", path.display()));
+        }
+    }
+}
+
+/// Runs the [`restart`] scenario and starts the module's host, if no test has yet (see
+/// `crate::warm_up`).
+pub async fn warm_up() {
+    host().await;
 }
 
 /// Drivers in every language are ready, with the resource types their components declare.
@@ -425,44 +537,6 @@ async fn every_language_serves_on_after_exceptions() {
     .await;
     assert_exception_fails_the_run(host, "js-task", "fails-first", "Error: asked to fail").await;
     run_all(host, "two").await;
-}
-
-// ---- a restart: the binary --------------------------------------------------------------
-
-/// A restart loads every driver from the compile cache in milliseconds, and they still work.
-/// (Named to sort first in the module: libtest starts tests in name order, and this one's
-/// first start, which compiles the Python driver, then runs beside the module's host's.)
-#[tokio::test]
-async fn a_compile_cache_serves_every_driver_after_a_restart() {
-    let dir = workdir(&DRIVERS);
-    let mut host = spawn(dir.path(), CONFIG);
-    let (_, list) = host.get("/drivers").await;
-    let first = drivers_by_name(&list);
-    for name in DRIVERS {
-        assert_eq!(first[name]["loaded_from"], "compiled", "{list}");
-    }
-    define_all(&host).await;
-    run_all(&host, "before").await;
-    assert!(host.stop(), "{}", host.log());
-
-    // Second start, same data dir: every driver comes from the cache.
-    let host = spawn(dir.path(), CONFIG);
-    let (_, list) = host.get("/drivers").await;
-    let second = drivers_by_name(&list);
-    for name in DRIVERS {
-        let d = &second[name];
-        assert_eq!(d["loaded_from"], "cache", "{list}");
-        assert_eq!(d["sha256"], first[name]["sha256"], "{list}");
-        // Written to the process's stderr directly, not through the test's captured output, so
-        // that the figures show in every run of the suite.
-        let _ = writeln!(
-            std::io::stderr(),
-            "{name}: compiled in {:.0} ms on the first start, loaded from the cache in {:.1} ms after the restart",
-            first[name]["load_ms"].as_f64().unwrap_or(0.0),
-            d["load_ms"].as_f64().unwrap_or(0.0)
-        );
-    }
-    run_all(&host, "after").await;
 }
 
 // ---- the command line -----------------------------------------------------------------------

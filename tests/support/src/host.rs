@@ -161,7 +161,7 @@ impl Host {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
-        let mut child = Command::new(bin)
+        let mut child = crate::process::end_with_this_process(&mut Command::new(bin))
             .args(["run", "--config"])
             .arg(&config)
             .envs(env.iter().copied())

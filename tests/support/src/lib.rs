@@ -27,6 +27,7 @@ pub mod http;
 pub mod logging;
 pub mod nats;
 pub mod paths;
+mod process;
 pub mod stream;
 pub mod timing;
 pub mod wait;

@@ -52,7 +52,7 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let bin = nats_server_bin();
-        let child = Command::new(&bin)
+        let child = crate::process::end_with_this_process(&mut Command::new(&bin))
             .args([
                 "-js",
                 "-a",
