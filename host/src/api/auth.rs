@@ -156,10 +156,11 @@ impl Auth {
     }
 
     fn ticket_role(&self, ticket: &str) -> Option<Role> {
+        let key = digest(ticket);
         let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
-        let (role, expires) = *tickets.get(&digest(ticket))?;
+        let (role, expires) = *tickets.get(&key)?;
         if Instant::now() >= expires {
-            tickets.remove(&digest(ticket));
+            tickets.remove(&key);
             return None;
         }
         Some(role)
