@@ -407,6 +407,10 @@ pub struct DriverDefaults {
     /// Resources one run may create through the API client import.
     #[serde(default = "default_creates_per_run")]
     pub creates_per_run: u32,
+    /// Events that one driver's writes through the API client may have waiting in the queue
+    /// at once (embedded mode).
+    #[serde(default = "default_queued_writes")]
+    pub queued_writes: u32,
     /// Events one driver handles at the same time (1 by default, as upstream).
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
@@ -429,6 +433,7 @@ impl Default for DriverDefaults {
             result_size: default_result_size(),
             client_calls: default_client_calls(),
             creates_per_run: default_creates_per_run(),
+            queued_writes: default_queued_writes(),
             concurrency: default_concurrency(),
             max_attempts: default_max_attempts(),
             backoff: default_backoff(),
@@ -457,6 +462,11 @@ fn default_client_calls() -> u32 {
 }
 fn default_creates_per_run() -> u32 {
     100
+}
+fn default_queued_writes() -> u32 {
+    // A driver that fans out (a resource per item of its own) stays far below; one whose
+    // writes feed back into its own events meets it before the queue grows without bound.
+    1_000
 }
 fn default_result_size() -> u64 {
     1 << 20
@@ -522,6 +532,8 @@ pub struct DriverConfig {
     pub client_calls: Option<u32>,
     /// Resources created per run.
     pub creates_per_run: Option<u32>,
+    /// Events the driver's client writes may have queued.
+    pub queued_writes: Option<u32>,
     /// Deliveries before a transient failure is final.
     pub max_attempts: Option<u32>,
     /// The first retry delay.

@@ -35,6 +35,8 @@ pub struct DriverSettings {
     pub client_calls: u32,
     /// Resources created per run.
     pub creates_per_run: u32,
+    /// Events the driver's client writes may have queued at once.
+    pub queued_writes: u32,
     /// Deliveries before a transient failure is final.
     pub max_attempts: u32,
     /// The first retry delay.
@@ -65,6 +67,7 @@ impl Config {
             result_size: o.result_size.unwrap_or(d.result_size),
             client_calls: o.client_calls.unwrap_or(d.client_calls),
             creates_per_run: o.creates_per_run.unwrap_or(d.creates_per_run),
+            queued_writes: o.queued_writes.unwrap_or(d.queued_writes),
             max_attempts: o.max_attempts.unwrap_or(d.max_attempts),
             backoff: o.backoff.unwrap_or(d.backoff),
             dirs: o.dirs.clone(),
@@ -146,6 +149,7 @@ impl DriverSettings {
             client: ClientBudget {
                 calls: self.client_calls,
                 creates: self.creates_per_run,
+                queued_writes: self.queued_writes,
             },
         }
     }

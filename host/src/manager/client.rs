@@ -110,6 +110,7 @@ mod tests {
             ClientBudget {
                 calls: 3,
                 creates: 1,
+                queued_writes: 10,
             },
             logger,
         );

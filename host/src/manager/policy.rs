@@ -55,6 +55,8 @@ pub struct ClientBudget {
     pub calls: u32,
     /// Resources created.
     pub creates: u32,
+    /// Events the driver's writes may have waiting in the queue at once (embedded mode).
+    pub queued_writes: u32,
 }
 
 /// The policy of every driver: the configured ones by name, and the defaults for the rest.

@@ -64,7 +64,14 @@ impl<S: EventSource> Manager<S> {
         let registered = self.cancellations.register(&d.run_id);
         let ctx = RunContext {
             logger: logger.clone(),
-            client: RunClient::new(self.client.clone(), policy.client, logger.clone()),
+            client: RunClient::new(
+                self.client
+                    .clone()
+                    .acting_for(&d.driver, policy.client.queued_writes)
+                    .unwrap_or_else(|| self.client.clone()),
+                policy.client,
+                logger.clone(),
+            ),
             grants: policy.grants.clone(),
             cancel: registered.token.clone(),
         };

@@ -29,6 +29,9 @@ pub struct NewEvent {
     pub payload: String,
     /// The run's step this event is (1-based; every driver of a broadcast run has its own).
     pub step: u32,
+    /// The driver whose write through the API client started the run, if one did; the
+    /// run's later steps keep it (see [`queued_by`]).
+    pub origin: Option<String>,
 }
 
 /// An event taken from the queue for delivery.
@@ -57,7 +60,7 @@ pub struct QueueRow {
 
 /// The columns [`event_at`] reads, in its order.
 const EVENT_COLUMNS: &str = "driver, event, run_id, message_id, resource_type, resource_name, \
-                             pipeline, payload, step";
+                             pipeline, payload, step, origin";
 
 /// The event of a row selected with [`EVENT_COLUMNS`] from column `at` on.
 fn event_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<NewEvent> {
@@ -71,6 +74,7 @@ fn event_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<NewEvent> {
         pipeline: r.get(at + 6)?,
         payload: r.get(at + 7)?,
         step: r.get(at + 8)?,
+        origin: r.get(at + 9)?,
     })
 }
 
@@ -188,8 +192,8 @@ pub fn enqueue(tx: &Tx<'_>, events: &[NewEvent]) -> Result<()> {
     let now_ms = crate::clock::now_ms();
     let mut stmt = tx.prepare_cached(
         "INSERT INTO queue (driver, event, run_id, message_id, resource_type, resource_name,
-                            pipeline, payload, enqueued_at, step, enqueued_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                            pipeline, payload, enqueued_at, step, enqueued_ms, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for e in events {
         stmt.execute(params![
@@ -203,13 +207,22 @@ pub fn enqueue(tx: &Tx<'_>, events: &[NewEvent]) -> Result<()> {
             e.payload,
             now,
             e.step,
-            now_ms
+            now_ms,
+            e.origin
         ])?;
     }
     if !events.is_empty() {
         tx.wake_consumers();
     }
     Ok(())
+}
+
+/// How many events in the queue (waiting or in flight) belong to runs that `driver`'s writes
+/// through the API client started.
+pub fn queued_by(conn: &Connection, driver: &str) -> Result<u64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM queue WHERE origin = ?1")?
+        .query_row([driver], |r| r.get(0))?)
 }
 
 /// A queue row by id.

@@ -163,6 +163,8 @@ pub struct NewRun {
     pub steps: Vec<NewStep>,
     /// Set when the run cannot start (its pipeline is gone): it is stored as failed.
     pub failure: Option<String>,
+    /// The driver whose write through the API client made the change, if one did.
+    pub origin: Option<String>,
 }
 
 /// One step of a new run.

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS queue (
     claimed INTEGER NOT NULL DEFAULT 0,
     enqueued_at TEXT NOT NULL,
     step INTEGER NOT NULL DEFAULT 1,
-    enqueued_ms INTEGER NOT NULL DEFAULT 0
+    enqueued_ms INTEGER NOT NULL DEFAULT 0,
+    origin TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_ready ON queue (driver, claimed, not_before);
 CREATE TABLE IF NOT EXISTS results (
@@ -104,9 +105,10 @@ CREATE TABLE IF NOT EXISTS run_steps (
 
 /// Columns added after the first release of the schema: `(table, column, declaration)`.
 /// `CREATE TABLE IF NOT EXISTS` leaves an older table as it is, so they are added here.
-const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     ("queue", "step", "INTEGER NOT NULL DEFAULT 1"),
     ("queue", "enqueued_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("queue", "origin", "TEXT"),
     ("results", "step", "INTEGER NOT NULL DEFAULT 1"),
 ];
 
@@ -129,6 +131,10 @@ pub(super) fn open(conn: &Connection) -> Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
+    // After the added columns, which an older store gets only above.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS queue_origin ON queue (origin) WHERE origin IS NOT NULL",
+    )?;
     conn.execute("UPDATE queue SET claimed = 0 WHERE claimed = 1", [])?;
     conn.execute(
         "UPDATE run_steps SET status = 'queued' WHERE status = 'running'",

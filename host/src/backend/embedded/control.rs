@@ -14,7 +14,7 @@ use super::pipeline;
 use super::schema::{self, ValidationError, Validator};
 use crate::conveyor::{self, CreatedResponse, Pipeline, Resource, ResourceDefinition};
 use crate::registry::Registry;
-use crate::store::{NewRun, NewStep, Store, StoreError, resources};
+use crate::store::{NewRun, NewStep, Store, StoreError, Tx, resources};
 use crate::wasm::ApiClient;
 use crate::wasm::bindings::{ClientError, Created};
 
@@ -36,6 +36,9 @@ pub enum ServiceError {
     /// A part of the host is not running (HTTP 503).
     #[error("{0}")]
     Unavailable(String),
+    /// A driver's write past what its budget allows (its client gets a `denied` error).
+    #[error("{0}")]
+    Denied(String),
 }
 
 type Result<T> = std::result::Result<T, ServiceError>;
@@ -152,7 +155,16 @@ impl Resources {
 
     /// `POST /resources`: validates the spec, stores version 1, and sends `create` to every
     /// driver listening to the type, in one transaction.
-    pub async fn create_resource(&self, mut res: Resource) -> Result<CreatedResponse> {
+    pub async fn create_resource(&self, res: Resource) -> Result<CreatedResponse> {
+        self.create_resource_as(res, None).await
+    }
+
+    /// [`Resources::create_resource`], for a driver's client when `origin` is given.
+    async fn create_resource_as(
+        &self,
+        mut res: Resource,
+        origin: Option<&Origin>,
+    ) -> Result<CreatedResponse> {
         self.drivers_settled().await;
         if res.resource.is_empty() {
             return Err(ServiceError::Invalid("Resource type is required".into()));
@@ -185,14 +197,18 @@ impl Resources {
         res.id = uuid::Uuid::new_v4().to_string();
         res.metadata = BTreeMap::from([("version".to_string(), "1".to_string())]);
         let run_id = conveyor::new_run_id();
-        let run = self.run_for(&res, "create", &run_id, pipeline.as_ref());
+        let mut run = self.run_for(&res, "create", &run_id, pipeline.as_ref());
+        run.origin = origin.map(|o| o.driver.clone());
         let inserted = self.store.write(|tx| {
+            if let Some(refusal) = over_queued(tx, origin)? {
+                return Ok(Err(refusal));
+            }
             if !resources::insert(tx, &res)? {
-                return Ok(false);
+                return Ok(Ok(false));
             }
             pipeline::start_run(tx, &run)?;
-            Ok(true)
-        })?;
+            Ok(Ok(true))
+        })??;
         if !inserted {
             return Err(ServiceError::Conflict(format!(
                 "Failed to insert resource: resource with name {} and type {} already exists",
@@ -233,6 +249,17 @@ impl Resources {
         name: &str,
         body: Resource,
     ) -> Result<Change<Resource>> {
+        self.update_resource_as(kind, name, body, None).await
+    }
+
+    /// [`Resources::update_resource`], for a driver's client when `origin` is given.
+    async fn update_resource_as(
+        &self,
+        kind: &str,
+        name: &str,
+        body: Resource,
+        origin: Option<&Origin>,
+    ) -> Result<Change<Resource>> {
         self.drivers_settled().await;
         if !body.resource.is_empty() && body.resource != kind {
             return Err(ServiceError::Invalid(format!(
@@ -250,8 +277,11 @@ impl Resources {
         let run_id = conveyor::new_run_id();
         let pipeline = self.pipeline_of(kind, name)?;
         let updated = self.store.write(|tx| {
+            if let Some(refusal) = over_queued(tx, origin)? {
+                return Ok(Err(refusal));
+            }
             let Some(current) = resources::read(tx, kind, name)? else {
-                return Ok(None);
+                return Ok(Ok(None));
             };
             let mut metadata = body.metadata;
             metadata.insert("version".into(), (current.version() + 1).to_string());
@@ -264,12 +294,11 @@ impl Resources {
                 spec: body.spec,
             };
             resources::replace(tx, &new)?;
-            pipeline::start_run(
-                tx,
-                &self.run_for(&new, "update", &run_id, pipeline.as_ref()),
-            )?;
-            Ok(Some(new))
-        })?;
+            let mut run = self.run_for(&new, "update", &run_id, pipeline.as_ref());
+            run.origin = origin.map(|o| o.driver.clone());
+            pipeline::start_run(tx, &run)?;
+            Ok(Ok(Some(new)))
+        })??;
         let value = updated.ok_or_else(|| {
             ServiceError::NotFound(format!(
                 "Failed to update resource: resource with name {name} and type {kind} not found"
@@ -397,6 +426,7 @@ impl Resources {
             payload,
             steps,
             failure,
+            origin: None,
         }
     }
 
@@ -520,6 +550,7 @@ impl From<ServiceError> for ClientError {
             ServiceError::Conflict(m) => ClientError::Conflict(m),
             ServiceError::Store(e) => ClientError::Unavailable(e.to_string()),
             ServiceError::Unavailable(m) => ClientError::Unavailable(m),
+            ServiceError::Denied(m) => ClientError::Denied(m),
         }
     }
 }
@@ -566,5 +597,85 @@ impl ApiClient for Resources {
         name: &str,
     ) -> std::result::Result<String, ClientError> {
         encode(&self.definition(name)?)
+    }
+
+    fn acting_for(self: Arc<Self>, driver: &str, max_queued: u32) -> Option<Arc<dyn ApiClient>> {
+        Some(Arc::new(DriverWrites {
+            resources: self,
+            origin: Origin {
+                driver: driver.to_string(),
+                max_queued,
+            },
+        }))
+    }
+}
+
+/// The driver whose write through the API client makes a change, and how many events its
+/// writes may have queued at once (`queued_writes`).
+#[derive(Debug, Clone)]
+struct Origin {
+    driver: String,
+    max_queued: u32,
+}
+
+/// Refuses a write when the events of the runs that `origin`'s earlier writes started fill
+/// its share of the queue. A driver whose writes feed its own events (a resource of its own
+/// type per event, say) would otherwise grow the queue and the store without end.
+fn over_queued(tx: &Tx<'_>, origin: Option<&Origin>) -> crate::store::Result<Option<ServiceError>> {
+    let Some(o) = origin else {
+        return Ok(None);
+    };
+    let queued = crate::store::queue::queued_by(tx, &o.driver)?;
+    Ok((queued >= u64::from(o.max_queued)).then(|| {
+        ServiceError::Denied(format!(
+            "driver {} has {queued} events queued by its own writes, its limit (queued_writes)",
+            o.driver
+        ))
+    }))
+}
+
+/// The embedded client acting for one driver: reads as [`Resources`]; its writes carry the
+/// driver as their origin and are refused past its `queued_writes`.
+struct DriverWrites {
+    resources: Arc<Resources>,
+    origin: Origin,
+}
+
+#[async_trait::async_trait]
+impl ApiClient for DriverWrites {
+    async fn get_resource(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> std::result::Result<String, ClientError> {
+        self.resources.get_resource(kind, name).await
+    }
+
+    async fn create_resource(&self, json: &str) -> std::result::Result<Created, ClientError> {
+        Ok(self
+            .resources
+            .create_resource_as(parse(json)?, Some(&self.origin))
+            .await?
+            .into())
+    }
+
+    async fn update_resource(
+        &self,
+        kind: &str,
+        name: &str,
+        json: &str,
+    ) -> std::result::Result<String, ClientError> {
+        let change = self
+            .resources
+            .update_resource_as(kind, name, parse(json)?, Some(&self.origin))
+            .await?;
+        encode(&change.value)
+    }
+
+    async fn get_resource_definition(
+        &self,
+        name: &str,
+    ) -> std::result::Result<String, ClientError> {
+        self.resources.get_resource_definition(name).await
     }
 }

@@ -119,6 +119,7 @@ pub fn start_run(tx: &Tx<'_>, run: &NewRun) -> Result<()> {
                 pipeline: run.pipeline.clone(),
                 payload: run.payload.clone(),
                 step,
+                origin: run.origin.clone(),
             }],
         )?;
         runs::set_step(tx, &run.run_id, step, StepStatus::Queued, Some(&event))?;
@@ -230,6 +231,7 @@ fn advance(tx: &Tx<'_>, row: &QueueRow, end: StepEnd<'_>) -> Result<()> {
             pipeline: e.pipeline.clone(),
             payload: next_payload(tx, row, end, &run_event)?,
             step: e.step + 1,
+            origin: e.origin.clone(),
         }],
     )?;
     runs::set_step(
@@ -375,6 +377,7 @@ mod tests {
                 })
                 .collect(),
             failure: None,
+            origin: None,
         }
     }
 

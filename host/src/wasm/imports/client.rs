@@ -99,6 +99,14 @@ pub trait ApiClient: Send + Sync {
     ) -> Result<String, ClientError>;
     /// A resource definition, as JSON.
     async fn get_resource_definition(&self, name: &str) -> Result<String, ClientError>;
+
+    /// This client acting for one driver, for a backend that accounts for each driver's
+    /// writes: the embedded one refuses a write once the events that driver's earlier writes
+    /// queued reach `max_queued`. `None`: this client serves every driver alike.
+    fn acting_for(self: Arc<Self>, driver: &str, max_queued: u32) -> Option<Arc<dyn ApiClient>> {
+        let _ = (driver, max_queued);
+        None
+    }
 }
 
 impl From<crate::conveyor::CreatedResponse> for Created {
