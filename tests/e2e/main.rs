@@ -17,6 +17,7 @@ mod embedded;
 mod nats;
 mod polyglot;
 mod sandbox;
+mod security;
 
 use std::path::Path;
 use std::sync::Once;

@@ -154,6 +154,18 @@ impl Host {
 
     /// [`Host::spawn`], returning as soon as the API serves, while drivers may still load.
     pub fn spawn_serving(bin: &Path, dir: &Path, extra_config: &str, env: &[(&str, &str)]) -> Host {
+        Host::spawn_limited(bin, dir, extra_config, env, None)
+    }
+
+    /// [`Host::spawn_serving`] with the process's open-file limit lowered to `open_files`
+    /// (as `ulimit -n` would), when given.
+    pub fn spawn_limited(
+        bin: &Path,
+        dir: &Path,
+        extra_config: &str,
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> Host {
         let (config, _) = write_config(dir, extra_config);
         let log = dir.join("host.log");
         let stderr = std::fs::OpenOptions::new()
@@ -161,7 +173,12 @@ impl Host {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
-        let mut child = crate::process::end_with_this_process(&mut Command::new(bin))
+        let mut command = Command::new(bin);
+        crate::process::end_with_this_process(&mut command);
+        if let Some(n) = open_files {
+            crate::process::limit_open_files(&mut command, n);
+        }
+        let mut child = command
             .args(["run", "--config"])
             .arg(&config)
             .envs(env.iter().copied())
@@ -198,7 +215,7 @@ impl Host {
 
     /// Waits until every driver file found at start is loaded or failed; stops the host and
     /// panics with its log if that takes longer than two minutes.
-    fn settle(&self) {
+    pub fn settle(&self) {
         if !crate::wait::wait_for_drivers(&self.url, START_WITHIN) {
             panic!(
                 "the drivers did not finish loading within {START_WITHIN:?}; log:\n{}",
@@ -213,6 +230,14 @@ impl Host {
         match &self.log {
             Log::Kept(buffer) => read_kept(buffer),
             Log::File(path) => std::fs::read_to_string(path).unwrap_or_default(),
+        }
+    }
+
+    /// A spawned host's process id (`None` for an in-process host, or once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.runner {
+            Runner::Spawned(child) => Some(child.id()),
+            _ => None,
         }
     }
 

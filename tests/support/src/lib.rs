@@ -2,6 +2,7 @@
 //! (`host/benches`) share. Internal: not published.
 //!
 //! By job:
+//! - [`certs`]: a CA and the certificates it signs, for TLS and JWT tests;
 //! - [`paths`]: where the workspace and its cargo target directory are;
 //! - [`drivers`]: building the Rust drivers for wasm32-wasip2 and the Python and JavaScript
 //!   example drivers, and a temporary directory holding some of them;
@@ -21,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod certs;
 pub mod drivers;
 pub mod host;
 pub mod http;

@@ -123,6 +123,18 @@ impl Ws {
         Ws { socket }
     }
 
+    /// Connects to a `ws://` URL, or returns the HTTP status the server refused the upgrade
+    /// with (panics on any other error).
+    pub async fn try_connect(url: &str) -> Result<Ws, u16> {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((socket, _)) => Ok(Ws { socket }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("cannot connect the websocket {url}: {e}"),
+        }
+    }
+
     /// The next text message, as JSON; `None` at the close frame or the end of the stream.
     pub async fn next(&mut self) -> Option<Value> {
         loop {

@@ -19,6 +19,12 @@
 //! | `env` | succeeds with its whole environment in `data.env` |
 //! | `secret` | prints, logs and returns the value of the variable `spec.name` |
 //! | `http` | GETs `spec.url` through wasi:http; succeeds with `data.status` and `data.body` |
+//! | `create` | creates a resource of type `spec.kind` with `spec.spec` through the API client; a refusal fails the run with the client's error |
+//! | `create-loop` | creates resources of type `spec.kind` through the API client until one is refused; succeeds with `data.created` and `data.error` |
+//! | `deep-create` | creates a resource of type `spec.kind` whose spec nests `spec.depth` objects (`{"child": …}`) through the API client |
+//! | `secret-label` | logs a line whose label *name* is the value of the variable `spec.name` |
+//! | `secret-long` | prints `spec.pad` bytes of `x` then the value of the variable `spec.name`, as one line |
+//! | `secret-create` | creates a resource of type `spec.kind` whose spec holds the value of the variable `spec.name`, through the API client |
 
 use conveyor_driver::client;
 use conveyor_driver::{Driver, DriverResult, Logger, Resource};
@@ -140,8 +146,68 @@ impl Driver for TestDriver {
                     .with_data(json!({ "status": status, "body": body })),
                 Err(e) => DriverResult::failure(format!("GET {} failed: {e}", text("url"))),
             },
+            "create" => {
+                let spec = spec.get("spec").cloned().unwrap_or_else(|| json!({}));
+                create(&text("kind"), &format!("{}-made", resource.name), spec)
+            }
+            "create-loop" => {
+                // Bounded, so that a broken budget shows as a count rather than a hung run.
+                for i in 0..100_000u64 {
+                    let made = create(&text("kind"), &format!("{}-{i}", resource.name), json!({}));
+                    if !made.success {
+                        return DriverResult::success("refused").with_data(json!({
+                            "created": i,
+                            "error": made.message,
+                        }));
+                    }
+                }
+                DriverResult::success("never refused").with_data(json!({"created": 100_000}))
+            }
+            "deep-create" => {
+                let mut nested = json!({});
+                for _ in 0..number("depth", 100) {
+                    nested = json!({ "child": nested });
+                }
+                create(&text("kind"), &format!("{}-deep", resource.name), nested)
+            }
+            "secret-label" => {
+                let value = std::env::var(text("name")).unwrap_or_default();
+                logger.log([(value, "label value")], "a label named after the secret");
+                DriverResult::success("logged")
+            }
+            "secret-long" => {
+                let value = std::env::var(text("name")).unwrap_or_default();
+                let pad = "x".repeat(number("pad", 16 << 10) as usize);
+                println!("{pad}{value}");
+                DriverResult::success("printed")
+            }
+            "secret-create" => {
+                let value = std::env::var(text("name")).unwrap_or_default();
+                create(
+                    &text("kind"),
+                    &format!("{}-made", resource.name),
+                    json!({ "token": value }),
+                )
+            }
             other => DriverResult::failure(format!("unknown action {other:?}")),
         }
+    }
+}
+
+/// Creates a resource through the API client: success with the new run's id, or a failure
+/// carrying the client's error.
+fn create(kind: &str, name: &str, spec: Value) -> DriverResult {
+    let made = client::create_resource(&Resource {
+        id: String::new(),
+        name: name.to_string(),
+        resource: kind.to_string(),
+        pipeline: None,
+        metadata: Default::default(),
+        spec,
+    });
+    match made {
+        Ok(c) => DriverResult::success("created").with_data(json!({ "run_id": c.run_id })),
+        Err(e) => DriverResult::failure(format!("client failed: {e}")),
     }
 }
 
