@@ -24,6 +24,7 @@ mod daemon;
 mod jwt;
 mod keyed_lock;
 mod manager;
+mod memory;
 mod metrics;
 mod registry;
 mod result;

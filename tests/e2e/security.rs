@@ -839,6 +839,53 @@ async fn a_slow_header_connection_is_closed_after_the_timeout() {
     );
 }
 
+/// 2,000 open WebSocket log streams cost the binary little memory, and closing them gives
+/// it back (the issue found 256 MiB held after they closed).
+#[tokio::test]
+async fn two_thousand_websocket_streams_cost_little_and_return_it() {
+    let dir = workdir(&["test-driver"]);
+    // Right after the harness's [api] table: room for every stream from this one client.
+    let config = "max_connections = 4000\nmax_connections_per_client = 4000\n\
+                  max_streams = 4000\nmax_streams_per_client = 4000\n";
+    let host = crate::spawn(dir.path(), config);
+    let pid = host.pid().expect("a spawned host");
+    host.define("test", any_schema()).await;
+    let run = host
+        .create("test", "slow", json!({"action": "sleep", "ms": 25_000}))
+        .await;
+    let url = host.ws_at(&format!("/logs/streams/test-driver/{run}"));
+    let start = rss_kib(pid);
+    let mut streams = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        streams.push(Ws::connect(&url).await);
+    }
+    let open = rss_kib(pid);
+    drop(streams);
+    let closed = poll(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            let now = rss_kib(pid);
+            if now < start + 16 * 1024 {
+                Ok(now)
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await;
+    eprintln!("RSS {start} KiB, {open} KiB with 2,000 streams open, {closed:?} KiB after");
+    assert!(
+        open < start + 64 * 1024,
+        "2,000 streams cost {} KiB",
+        open - start
+    );
+    assert!(
+        closed.is_ok(),
+        "RSS {closed:?} KiB after closing, {start} KiB before"
+    );
+}
+
 /// A body over `api.max_body` (4 MiB by default) gets 413 with a JSON error.
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413() {

@@ -194,6 +194,8 @@ impl Drop for StreamSlot {
                 by_ip.remove(&self.ip);
             }
         }
+        // What the stream's socket, task and buffers held goes back to the system.
+        crate::memory::release_soon();
     }
 }
 
@@ -247,7 +249,16 @@ fn stream(
     };
     let lines = follow(s.logs.clone(), s.store.clone(), filter);
     match ws {
-        Ok(ws) => ws.on_upgrade(move |socket| send_ws(socket, lines, slot)),
+        // A log stream only sends; what a client sends is a close or a ping. tungstenite's
+        // defaults (a 128 KiB read buffer and as much write buffering per socket) made 2,000
+        // idle streams cost 256 MiB; these keep an open stream to a few KiB.
+        Ok(ws) => ws
+            .read_buffer_size(WS_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(WS_MAX_WRITE)
+            .max_message_size(WS_MAX_INCOMING)
+            .max_frame_size(WS_MAX_INCOMING)
+            .on_upgrade(move |socket| send_ws(socket, lines, slot)),
         // Not an upgrade request: Server-Sent Events.
         Err(_) => {
             let events = ReceiverStream::new(lines).map(move |item| {
@@ -383,6 +394,13 @@ async fn finish(
 
 /// Lines a stream reads from the store at a time, so a long run's replay holds one page.
 const REPLAY_PAGE: u32 = 1_000;
+/// A WebSocket stream's read buffer.
+const WS_BUFFER: usize = 4 << 10;
+/// The most a WebSocket stream buffers for a slow client before the stream ends: a few of the
+/// largest lines a run can log.
+const WS_MAX_WRITE: usize = 4 << 20;
+/// The largest message or frame a client may send on a log stream.
+const WS_MAX_INCOMING: usize = 64 << 10;
 
 /// Sends the stored lines after `last`, a page at a time; `Err` when the subscriber is gone.
 async fn replay(
