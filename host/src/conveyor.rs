@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod decode;
+pub use decode::decode;
+
 /// The JetStream stream upstream's server creates for resource and pipeline-step messages.
 pub const MESSAGES_STREAM: &str = "messages";
 /// Where driver results go, for the server's pipeline engine.
@@ -141,6 +144,24 @@ pub struct Log {
     /// The line's labels, flattened into the object.
     #[serde(flatten)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A message to drivers: `pkg/types/message.go` `DriverMessage`, as
+/// `POST /drivers/broadcast-message` takes it (`payload` a JSON string: the resource's JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverMessage {
+    /// The event name (`create`, `update`, `delete`, `process`, or anything a driver wants).
+    #[serde(default)]
+    pub event: String,
+    /// The payload, a string (upstream's drivers get the resource's JSON text).
+    #[serde(default)]
+    pub payload: String,
+    /// The message id (24 hex characters), assigned by the server.
+    #[serde(default)]
+    pub id: String,
+    /// The run id.
+    #[serde(default)]
+    pub run_id: String,
 }
 
 /// The `{"error": "..."}` body of every failed API call.
