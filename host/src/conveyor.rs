@@ -184,6 +184,18 @@ pub struct CreatedResponse {
     pub version: String,
 }
 
+/// The payload a driver gets for a resource decoded (with [`decode`]) from `raw`: `raw` itself
+/// when a strict reading gives the same resource, else the resource re-encoded, so that a
+/// driver's SDK, which reads field names exactly and refuses `null` for a map, sees what
+/// the host saw (`"Name"` as `name`, `"metadata": null` as `{}`).
+pub fn payload_for_drivers(raw: String, resource: &Resource) -> String {
+    if serde_json::from_str::<Resource>(&raw).ok().as_ref() == Some(resource) {
+        return raw;
+    }
+    // A Resource is strings, string maps and a JSON value: it always serialises.
+    serde_json::to_string(resource).unwrap_or(raw)
+}
+
 /// Conveyor's message id: 24 lowercase hex characters (12 random bytes).
 pub fn new_message_id() -> String {
     let bytes: [u8; 12] = rand::random();

@@ -216,6 +216,14 @@ impl Host {
         }
     }
 
+    /// A spawned host's process id (`None` for an in-process host, or once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.runner {
+            Runner::Spawned(child) => Some(child.id()),
+            _ => None,
+        }
+    }
+
     /// SIGKILL: the spawned host gets no chance to clean up. Only a spawned host can be
     /// killed; an in-process one panics here.
     pub fn kill(&mut self) {

@@ -259,6 +259,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Message, String> {
     if m.event.is_empty() {
         return Err("the message has no event".into());
     }
+    let payload = crate::conveyor::payload_for_drivers(payload, &resource);
     Ok(Message {
         event: m.event,
         payload,
@@ -453,5 +454,9 @@ mod tests {
         assert_eq!(m.resource.name, "p1");
         assert_eq!(m.resource.resource, "pipe");
         assert!(m.resource.pipeline.is_empty() && m.resource.metadata.is_empty());
+        // The driver reads the payload as the host did.
+        let sent: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+        assert_eq!(sent["name"], "p1");
+        assert_eq!(sent["metadata"], serde_json::json!({}));
     }
 }

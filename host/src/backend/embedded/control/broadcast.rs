@@ -9,8 +9,8 @@ use crate::store::{NewRun, NewStep};
 impl Resources {
     /// Starts a run delivering `message` to every loaded driver that wants its event, one
     /// step each, whatever the resource types they list; returns its run id. The payload
-    /// must be a resource's JSON text (what every driver SDK parses); it goes to the drivers
-    /// as sent. The caller's `id` and `run_id` are replaced: the run is this host's.
+    /// must be a resource's JSON text (what every driver SDK parses), read as upstream's
+    /// decoder reads it; it goes to the drivers as sent unless that reading differs from a strict one. The caller's `id` and `run_id` are replaced: the run is this host's.
     pub async fn broadcast(&self, message: DriverMessage) -> Result<String> {
         self.drivers_settled().await;
         if message.event.is_empty() {
@@ -35,11 +35,11 @@ impl Resources {
             .collect();
         let run = NewRun {
             run_id: run_id.clone(),
-            resource_type: resource.resource,
-            resource_name: resource.name,
+            resource_type: resource.resource.clone(),
+            resource_name: resource.name.clone(),
             pipeline: None,
             event: message.event,
-            payload: message.payload,
+            payload: conveyor::payload_for_drivers(message.payload, &resource),
             steps,
             // `failure` and anything a later version adds: a broadcast has none.
             ..Default::default()
