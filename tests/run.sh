@@ -2,7 +2,7 @@
 # Runs every test of conveyor-host: formatting and lints, unit tests, and the end-to-end tests
 # (which build the example and test drivers for wasm32-wasip2 and start the real host).
 # Installs what it needs: the wasm32-wasip2 Rust target, nats-server, componentize-py, Node.js,
-# jco and PyJWT (see examples/tools.sh).
+# jco, PyJWT, and upstream's Python client with an OpenAPI validator (see examples/tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,7 @@ fi
 tools_nats_server
 tools_polyglot
 tools_jwt
+tools_compat
 echo "==> using $("$NATS_SERVER" --version)"
 
 echo "==> cargo fmt --check"

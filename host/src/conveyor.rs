@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod decode;
+pub use decode::decode;
+
 /// The JetStream stream upstream's server creates for resource and pipeline-step messages.
 pub const MESSAGES_STREAM: &str = "messages";
 /// Where driver results go, for the server's pipeline engine.
@@ -143,6 +146,24 @@ pub struct Log {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A message to drivers: `pkg/types/message.go` `DriverMessage`, as
+/// `POST /drivers/broadcast-message` takes it (`payload` a JSON string: the resource's JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverMessage {
+    /// The event name (`create`, `update`, `delete`, `process`, or anything a driver wants).
+    #[serde(default)]
+    pub event: String,
+    /// The payload, a string (upstream's drivers get the resource's JSON text).
+    #[serde(default)]
+    pub payload: String,
+    /// The message id (24 hex characters), assigned by the server.
+    #[serde(default)]
+    pub id: String,
+    /// The run id.
+    #[serde(default)]
+    pub run_id: String,
+}
+
 /// The `{"error": "..."}` body of every failed API call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -161,6 +182,18 @@ pub struct CreatedResponse {
     pub runid: String,
     /// `"1"`.
     pub version: String,
+}
+
+/// The payload a driver gets for a resource decoded (with [`decode`]) from `raw`: `raw` itself
+/// when a strict reading gives the same resource, else the resource re-encoded, so that a
+/// driver's SDK, which reads field names exactly and refuses `null` for a map, sees what
+/// the host saw (`"Name"` as `name`, `"metadata": null` as `{}`).
+pub fn payload_for_drivers(raw: String, resource: &Resource) -> String {
+    if serde_json::from_str::<Resource>(&raw).ok().as_ref() == Some(resource) {
+        return raw;
+    }
+    // A Resource is strings, string maps and a JSON value: it always serialises.
+    serde_json::to_string(resource).unwrap_or(raw)
 }
 
 /// Conveyor's message id: 24 lowercase hex characters (12 random bytes).

@@ -125,6 +125,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.api.insecure,
         ),
         usize::try_from(config.api.max_body).unwrap_or(usize::MAX),
+        &api::CorsOrigins::from_config(
+            config.api.cors_origins.as_deref(),
+            config.api.auth.configured(),
+        ),
     );
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)

@@ -109,6 +109,7 @@ fn app() -> &'static (tokio::runtime::Runtime, axum::Router, tempfile::TempDir) 
                 routes,
                 crate::api::Auth::new(Vec::new(), None, true, false),
                 1 << 20,
+                &crate::api::CorsOrigins::Listed(Vec::new()),
             )
         });
         (rt, router, dir)

@@ -202,8 +202,25 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A path as the routes see it, so that every form of a route needs the same role: the
+/// trailing slash trimmed as the router trims it (see [`super::app`]), and upstream's #93
+/// alias `/drivers/streams/logs/…` read as the stream `/logs/streams/…` it serves.
+fn canonical(path: &str) -> String {
+    let trimmed = if path.ends_with('/') || path.starts_with("//") {
+        format!("/{}", path.trim_matches('/'))
+    } else {
+        path.to_string()
+    };
+    match trimmed.strip_prefix(super::logs::STREAM_ALIAS) {
+        Some(rest) => format!("/logs/streams/{rest}"),
+        None => trimmed,
+    }
+}
+
 /// The role a request needs; `None` for an open route.
 fn required(auth: &Auth, method: &Method, path: &str) -> Option<Role> {
+    let path = canonical(path);
+    let path = path.as_str();
     if path.starts_with("/health") || (auth.open_metrics && path.starts_with("/metrics")) {
         return None;
     }
@@ -225,6 +242,7 @@ fn required(auth: &Auth, method: &Method, path: &str) -> Option<Role> {
 
 /// Whether a request may use a stream ticket instead of a token.
 fn is_stream(path: &str) -> bool {
+    let path = canonical(path);
     path.starts_with("/logs/streams/") || path.starts_with("/logs/pipeline/")
 }
 
@@ -430,6 +448,55 @@ mod tests {
         assert_eq!(
             required(&closed, &Method::GET, "/metrics"),
             Some(Role::Read)
+        );
+    }
+
+    #[test]
+    fn every_form_of_a_route_needs_the_same_role() {
+        let a = auth();
+        let methods = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+        ];
+        let paths = [
+            "/",
+            "/health",
+            "/metrics",
+            "/resources",
+            "/resources/t/n",
+            "/resource-definitions/apply",
+            "/pipelines/p",
+            "/logs",
+            "/logs/streams/d/r",
+            "/runs/r/cancel",
+            "/drivers/broadcast-message",
+            "/auth/tickets",
+            "/openapi.json",
+        ];
+        for path in paths {
+            for method in &methods {
+                let want = required(&a, method, path);
+                for form in [format!("{path}/"), format!("{path}//"), format!("/{path}")] {
+                    assert_eq!(required(&a, method, &form), want, "{method} {form}");
+                }
+            }
+        }
+        // Upstream's #93 alias is the stream it serves, ticket included.
+        for method in &methods {
+            assert_eq!(
+                required(&a, method, "/drivers/streams/logs/d/r"),
+                required(&a, method, "/logs/streams/d/r"),
+            );
+        }
+        assert!(is_stream("/drivers/streams/logs/d/r"));
+        assert!(is_stream("/logs/pipeline/r/"));
+        assert!(!is_stream("/drivers/broadcast-message"));
+        assert_eq!(
+            required(&a, &Method::POST, "/drivers/broadcast-message/"),
+            Some(Role::Admin)
         );
     }
 

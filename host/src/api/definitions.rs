@@ -11,7 +11,6 @@ use crate::conveyor::ResourceDefinition;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/resource-definitions", post(create))
-        .route("/resource-definitions/", post(create))
         .route("/resource-definitions/apply", post(apply))
         .route(
             "/resource-definitions/{name}",

@@ -37,12 +37,16 @@ use crate::conveyor::Log;
 use crate::store::{LogFilter, RunEnded, Store, StoredLog};
 use crate::wasm::LogSink;
 
+/// The prefix of upstream's #93 path for a driver's stream, an alias of `/logs/streams/`.
+pub(super) const STREAM_ALIAS: &str = "/drivers/streams/logs/";
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/logs", get(query).post(append))
-        .route("/logs/", get(query).post(append))
         .route("/logs/streams/{driver}/{runid}", get(driver_stream))
         .route("/logs/pipeline/{runid}", get(run_stream))
+        // The path asked for upstream (its issue #93), the same stream.
+        .route("/drivers/streams/logs/{driver}/{runid}", get(driver_stream))
 }
 
 /// What a stream carries.

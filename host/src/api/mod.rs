@@ -5,10 +5,12 @@
 //! same shape.
 
 mod auth;
+pub mod cors;
 mod definitions;
 mod drivers;
 mod health;
 mod logs;
+mod messages;
 mod metrics;
 mod operator;
 mod pipelines;
@@ -19,13 +21,14 @@ mod tls;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use tower::Layer;
 
 pub use auth::{Auth, Role, Token};
+pub use cors::CorsOrigins;
 pub use logs::StreamSlots;
 pub use serve::{Limits as ServeLimits, serve};
 pub use tls::acceptor as tls_acceptor;
@@ -72,22 +75,42 @@ pub fn embedded_routes(state: EmbeddedState) -> Router {
         .merge(runs::routes())
         .merge(pipelines::routes())
         .merge(operator::routes())
+        .merge(messages::routes())
         .with_state(state)
 }
 
 /// The whole API: the routes both modes serve, the backend's own, and a JSON 404 for the rest,
 /// behind [`auth`]; request bodies over `max_body` bytes are refused with 413.
-pub fn app(ops: OpsState, backend: Router, auth: Arc<Auth>, max_body: usize) -> Router {
-    Router::new()
+///
+/// Routing is upstream's (Fiber, not strict): a trailing slash is trimmed from every path
+/// before the routes see it, so `/resources/` is `/resources` without a route of its own;
+/// every `GET` route answers `HEAD` (axum's `get` does). CORS ([`cors`]) is outermost, so a
+/// preflight is answered before authentication.
+pub fn app(
+    ops: OpsState,
+    backend: Router,
+    auth: Arc<Auth>,
+    max_body: usize,
+    origins: &CorsOrigins,
+) -> Router {
+    let routes = Router::new()
         .merge(metrics::routes())
         .merge(drivers::routes())
         .merge(health::routes())
         .with_state(ops)
         .merge(backend)
         .merge(auth::routes(auth.clone()))
-        .fallback(not_found)
+        .fallback(not_found);
+    // The normalization must run before routing, which a layer on a Router does not: it
+    // wraps the whole router, served as the fallback of an outer one.
+    let normalized =
+        tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(routes);
+    Router::new()
+        .fallback_service(normalized)
         .layer(axum::middleware::from_fn_with_state(auth, auth::check))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(cors::layer(origins))
+        .layer(axum::middleware::from_fn(cors::preflight_no_content))
 }
 
 async fn not_found(method: axum::http::Method, uri: Uri) -> ApiError {
@@ -155,32 +178,81 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// A JSON body whose rejections (no JSON content type, malformed JSON, wrong field types)
-/// become 400 `{"error": "Invalid request payload: ..."}`, as upstream answers.
+/// A JSON body decoded as upstream's Go server decodes it ([`crate::conveyor::decode`]: field
+/// names in any case, `null` as the empty value). Its rejections (no JSON content type,
+/// malformed JSON, wrong field types) become 400 `{"error": "Invalid request payload: ..."}`,
+/// as upstream answers; a body over `api.max_body` gets 413.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large"),
-            ),
-            Err(rejection) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid request payload: {}", describe(&rejection)),
-            )),
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !is_json(content_type) {
+            return Err(invalid_payload(
+                "expected a Content-Type ending in json, such as application/json",
+            ));
         }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request body is too large",
+                ));
+            }
+            Err(rejection) => return Err(invalid_payload(&rejection.body_text())),
+        };
+        crate::conveyor::decode(&bytes)
+            .map(Body)
+            .map_err(|e| invalid_payload(&e.to_string()))
     }
 }
 
-fn describe(rejection: &JsonRejection) -> String {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            "expected a Content-Type of application/json".to_string()
+fn invalid_payload(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("Invalid request payload: {why}"),
+    )
+}
+
+/// Whether a `Content-Type` is JSON as upstream's framework (Fiber) takes it: a media type
+/// ending in `json` (`application/json`, `text/json`, `application/vnd.x+json`). Parameters
+/// are not part of the type: `text/plain; x=json` is text, and a browser sends it cross-origin
+/// without asking (a CORS "simple" request), so it must not pass for JSON.
+pub(crate) fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.contains('/') && essence.to_ascii_lowercase().ends_with("json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types_are_those_ending_in_json() {
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/json",
+            "Application/JSON",
+            "application/vnd.conveyor+json",
+        ] {
+            assert!(is_json(yes), "{yes}");
         }
-        other => other.body_text(),
+        for no in [
+            "",
+            "text/plain",
+            "text/plain; x=json",
+            "json",
+            "application/jsonx",
+        ] {
+            assert!(!is_json(no), "{no}");
+        }
     }
 }

@@ -12,7 +12,6 @@ use crate::conveyor::Pipeline;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/pipelines", get(list).post(create))
-        .route("/pipelines/", get(list).post(create))
         .route("/pipelines/{name}", get(read).put(replace).delete(remove))
 }
 

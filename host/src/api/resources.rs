@@ -1,5 +1,6 @@
 //! `/resources`. Update and delete answer with an `X-Conveyor-Run-Id` header naming the run of
-//! the event they sent, so a client can follow its logs.
+//! the event they sent, so a client can follow its logs; update also names it as `runid` in
+//! its body.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -16,7 +17,6 @@ pub const RUN_ID_HEADER: HeaderName = HeaderName::from_static("x-conveyor-run-id
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/resources", post(create).get(list_without_type))
-        .route("/resources/", post(create).get(list_without_type))
         .route(
             "/resources/{kind}/{name}",
             get(read).put(update).delete(remove),
@@ -58,7 +58,20 @@ async fn update(
     Body(res): Body<Resource>,
 ) -> Result<Response, ApiError> {
     let change = s.resources.update_resource(&kind, &name, res).await?;
-    Ok((run_header(&change.run_id), Json(change.value)).into_response())
+    let body = Updated {
+        resource: change.value,
+        runid: change.run_id.clone(),
+    };
+    Ok((run_header(&change.run_id), Json(body)).into_response())
+}
+
+/// The 200 body of `PUT`: the stored resource and the run of its `update` (upstream's PR
+/// #268 added `runid` after the snapshot this follows).
+#[derive(serde::Serialize)]
+pub(super) struct Updated {
+    #[serde(flatten)]
+    resource: Resource,
+    runid: String,
 }
 
 async fn remove(
@@ -69,7 +82,7 @@ async fn remove(
     Ok((StatusCode::NO_CONTENT, run_header(&change.run_id)).into_response())
 }
 
-fn run_header(run_id: &str) -> [(HeaderName, HeaderValue); 1] {
+pub(super) fn run_header(run_id: &str) -> [(HeaderName, HeaderValue); 1] {
     [(
         RUN_ID_HEADER,
         HeaderValue::from_str(run_id).unwrap_or(HeaderValue::from_static("")),

@@ -19,7 +19,6 @@ const MAX_LIMIT: u32 = 1000;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/runs", get(list))
-        .route("/runs/", get(list))
         .route("/runs/{runid}", get(read))
 }
 

@@ -92,6 +92,9 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
     if let Some((_, message)) = api.iter().find(|(bad, _)| *bad) {
         return Err(message.to_string());
     }
+    if let Some(origins) = &a.cors_origins {
+        crate::api::cors::check_origins(origins).map_err(|e| format!("api.cors_origins: {e}"))?;
+    }
     let e = &c.events;
     let nats_only = e.url.is_some() || e.tls.is_some();
     if e.source == EventSourceKind::Embedded && nats_only {

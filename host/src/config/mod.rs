@@ -163,6 +163,11 @@ pub struct ApiConfig {
     /// Serve on a non-loopback address without `[api.auth]` (the host warns).
     #[serde(default)]
     pub insecure: bool,
+    /// The origins (`https://ci.example.com`) whose web pages may call the API (CORS), or
+    /// `["*"]` for any. Unset: any origin when `[api.auth]` is configured (upstream's
+    /// default), none when the API is open, so that no web page can drive an open host.
+    #[serde(default)]
+    pub cors_origins: Option<Vec<String>>,
     /// `[api.auth]`: who may call the API.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -279,6 +284,7 @@ impl Default for ApiConfig {
             max_streams: default_max_streams(),
             max_streams_per_client: default_max_streams_per_client(),
             insecure: false,
+            cors_origins: None,
             auth: AuthConfig::default(),
             tls: None,
         }

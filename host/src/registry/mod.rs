@@ -418,6 +418,17 @@ impl Registry {
         self.read().files.get(file).map_or(0, |r| r.loads)
     }
 
+    /// The drivers that want events named `event`, whatever the resource type (a broadcast
+    /// message goes to every driver, as upstream's `POST /drivers/broadcast-message`).
+    pub fn admitting(&self, event: &str) -> Vec<String> {
+        self.read()
+            .drivers
+            .values()
+            .filter(|d| crate::routing::admits(&d.info, event))
+            .map(|d| d.info.name.clone())
+            .collect()
+    }
+
     /// The drivers that want `event` for resources of type `kind` (see [`crate::routing`]).
     pub fn wanting(&self, kind: &str, event: &str) -> Vec<String> {
         self.read()

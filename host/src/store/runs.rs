@@ -145,7 +145,7 @@ impl StepStatus {
 }
 
 /// A run to start, with the change that caused it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewRun {
     /// Its id (a UUID).
     pub run_id: String,

@@ -216,10 +216,13 @@ impl NatsSource {
 /// object (what the design document specifies).
 #[derive(serde::Deserialize)]
 struct DriverMessage {
+    #[serde(default)]
     event: String,
+    #[serde(default)]
     payload: serde_json::Value,
     #[serde(default)]
     id: String,
+    #[serde(default)]
     run_id: String,
 }
 
@@ -236,8 +239,9 @@ pub(crate) struct Message {
 
 /// Reads a message body, or says why it cannot be used.
 pub(crate) fn parse(body: &[u8]) -> Result<Message, String> {
+    // As upstream's Go runtime decodes: field names in any case, `null` as the empty value.
     let m: DriverMessage =
-        serde_json::from_slice(body).map_err(|e| format!("not a DriverMessage: {e}"))?;
+        crate::conveyor::decode(body).map_err(|e| format!("not a DriverMessage: {e}"))?;
     let payload = match m.payload {
         serde_json::Value::String(s) => s,
         object @ serde_json::Value::Object(_) => object.to_string(),
@@ -247,7 +251,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Message, String> {
             ));
         }
     };
-    let resource: Resource = serde_json::from_str(&payload)
+    let resource: Resource = crate::conveyor::decode(payload.as_bytes())
         .map_err(|e| format!("payload is not a Conveyor resource: {e}"))?;
     if resource.name.is_empty() || resource.resource.is_empty() {
         return Err("payload is not a Conveyor resource: it has no name or type".into());
@@ -255,6 +259,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Message, String> {
     if m.event.is_empty() {
         return Err("the message has no event".into());
     }
+    let payload = crate::conveyor::payload_for_drivers(payload, &resource);
     Ok(Message {
         event: m.event,
         payload,
@@ -436,5 +441,22 @@ mod tests {
         );
         assert!(parse(br#"{"event":"create","payload":42,"id":"x","run_id":"R"}"#).is_err());
         assert!(parse(br#"{"event":"create","payload":"{}","id":"x","run_id":"R"}"#).is_err());
+    }
+
+    /// Go's decoder: field names in any case, `null` as the empty value.
+    #[test]
+    fn reads_messages_as_gos_decoder() {
+        let m = parse(
+            br#"{"Event":"create","Payload":"{\"Name\":\"p1\",\"RESOURCE\":\"pipe\",\"pipeline\":null,\"metadata\":null,\"spec\":{}}","ID":null,"Run_ID":"R"}"#,
+        )
+        .unwrap();
+        assert_eq!((m.event.as_str(), m.run_id.as_str()), ("create", "R"));
+        assert_eq!(m.resource.name, "p1");
+        assert_eq!(m.resource.resource, "pipe");
+        assert!(m.resource.pipeline.is_empty() && m.resource.metadata.is_empty());
+        // The driver reads the payload as the host did.
+        let sent: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+        assert_eq!(sent["name"], "p1");
+        assert_eq!(sent["metadata"], serde_json::json!({}));
     }
 }

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod broadcast;
+
 use super::pipeline;
 use super::schema::{self, ValidationError, Validator};
 use crate::conveyor::{self, CreatedResponse, Pipeline, Resource, ResourceDefinition};
@@ -556,7 +558,7 @@ impl From<ServiceError> for ClientError {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> std::result::Result<T, ClientError> {
-    serde_json::from_str(json)
+    crate::conveyor::decode(json.as_bytes())
         .map_err(|e| ClientError::Invalid(format!("Invalid request payload: {e}")))
 }
 

@@ -135,7 +135,8 @@ impl Queue {
     }
 
     fn delivery(q: QueuedEvent) -> Result<Delivery<i64>, (i64, String)> {
-        let resource: Resource = serde_json::from_str(&q.event.payload)
+        // A broadcast's payload is the caller's text: read as upstream's drivers read it.
+        let resource: Resource = crate::conveyor::decode(q.event.payload.as_bytes())
             .map_err(|e| (q.id, format!("the payload is not a Conveyor resource: {e}")))?;
         Ok(Delivery {
             token: q.id,

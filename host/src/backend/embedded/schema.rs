@@ -414,15 +414,45 @@ fn validate_loop(rx: &Mutex<mpsc::Receiver<Job>>) {
         let result = match compiled {
             Err(e) => Err(ValidationError::Schema(e)),
             Ok(v) => match v.iter_errors(&instance).next() {
-                Some(err) => Err(ValidationError::Invalid(format!(
-                    "'{}' does not validate with #{}: {err}",
-                    err.instance_path, err.schema_path
-                ))),
+                Some(err) => Err(ValidationError::Invalid(upstream_message(&err))),
                 None => Ok(()),
             },
         };
         let _ = done.send(result);
     }
+}
+
+/// A validation error in upstream's words (santhosh-tekuri/jsonschema v5, which upstream's
+/// server uses): `validation failed: jsonschema: '<instance path>' does not validate with
+/// inline-schema#<keyword path>: <message>`, so that scripts grepping upstream's errors keep
+/// working. Upstream's schema URL is `file://<its working directory>/inline-schema`; the
+/// host names no directory. The commonest messages (`required`, `type`) are upstream's too.
+fn upstream_message(err: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::{TypeKind, ValidationErrorKind};
+    let go_type = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let message = match &err.kind {
+        ValidationErrorKind::Required { property } => format!(
+            "missing properties: '{}'",
+            property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_owned)
+        ),
+        ValidationErrorKind::Type {
+            kind: TypeKind::Single(expected),
+        } => format!("expected {expected}, but got {}", go_type(&err.instance)),
+        _ => err.to_string(),
+    };
+    format!(
+        "validation failed: jsonschema: '{}' does not validate with inline-schema#{}: {message}",
+        err.instance_path, err.schema_path
+    )
 }
 
 #[cfg(test)]
@@ -503,5 +533,36 @@ mod tests {
         let bad = Arc::new(json!({"allOf": [{"$ref": "#"}]}));
         let e = v.validate(bad, json!({})).await.unwrap_err();
         assert!(matches!(e, ValidationError::Schema(_)), "{e}");
+    }
+
+    /// Upstream's conformance cases H11 and H12: the words scripts grep for.
+    #[tokio::test]
+    async fn errors_read_as_upstreams() {
+        let v = Validator::new();
+        let schema = Arc::new(json!({"type": "object", "properties": {
+            "image": {"type": "string"}, "steps": {"type": "array"}}, "required": ["steps"]}));
+        let e = v
+            .validate(schema.clone(), json!({"image": "a"}))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("validation failed: jsonschema: '' does not validate with "),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("#/required: missing properties: 'steps'"),
+            "{e}"
+        );
+        let e = v
+            .validate(schema, json!({"image": 5, "steps": []}))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'/image'"), "{e}");
+        assert!(
+            e.ends_with("#/properties/image/type: expected string, but got number"),
+            "{e}"
+        );
     }
 }
