@@ -15,7 +15,9 @@
 mod compat;
 mod control;
 mod embedded;
+mod guarantees;
 mod nats;
+mod outcomes;
 mod polyglot;
 mod sandbox;
 mod security;
