@@ -52,3 +52,88 @@ async fn one_reconcile_per_resource_at_a_time() {
         );
     }
 }
+
+/// The host's store, opened beside the host (WAL: both can write), for injecting faults.
+fn store_of(dir: &std::path::Path) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(dir.join("data").join("conveyor-host.db"))
+        .expect("open the host's store");
+    db.busy_timeout(Duration::from_secs(5))
+        .expect("a busy timeout");
+    db
+}
+
+/// Makes every insert into `table` fail, as a full disk or a broken file would.
+fn fail_inserts_into(db: &rusqlite::Connection, table: &str) {
+    db.execute_batch(&format!(
+        "CREATE TRIGGER injected_fault BEFORE INSERT ON {table} \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END;"
+    ))
+    .expect("install the fault");
+}
+
+fn heal(db: &rusqlite::Connection) {
+    db.execute_batch("DROP TRIGGER injected_fault")
+        .expect("remove the fault");
+}
+
+/// A change whose event cannot be stored is not stored at all: no resource, no run; once the
+/// store works again, the same change succeeds.
+#[tokio::test]
+async fn a_change_that_fails_to_store_leaves_nothing_behind() {
+    let dir = workdir(&["test-driver"]);
+    let host = Host::start(dir.path(), "");
+    host.define("test", json!({"type": "object"})).await;
+    let db = store_of(dir.path());
+    fail_inserts_into(&db, "queue");
+    let (status, body) = host
+        .post(
+            "/resources",
+            &json!({"name": "half", "resource": "test", "spec": {}}),
+        )
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(host.get("/resources/test/half").await.0, 404);
+    let (_, runs) = host.get("/runs?resource=half").await;
+    assert_eq!(runs, json!([]));
+    heal(&db);
+    let run = host.create("test", "half", json!({})).await;
+    assert_eq!(host.result(&run).await["success"], true);
+}
+
+/// A result that cannot be stored leaves its event in the queue and its run going (nothing
+/// half-stored); the event runs again once the store works, and its run ends with one result.
+#[tokio::test]
+async fn a_result_that_fails_to_store_is_delivered_again() {
+    let dir = workdir(&["test-driver"]);
+    let host = Host::start(dir.path(), "");
+    host.define("test", json!({"type": "object"})).await;
+    let db = store_of(dir.path());
+    fail_inserts_into(&db, "results");
+    let run = host.create("test", "again", json!({"lines": 1})).await;
+    // The driver ran (its line is stored before the result is), and the result was refused.
+    support::wait_until(
+        Duration::from_secs(30),
+        "the first attempt's log line",
+        || async { !host.logs(&run).await.is_empty() },
+    )
+    .await;
+    support::wait_until(
+        Duration::from_secs(30),
+        "the refused settlement",
+        || async { host.log().contains("could not settle the event") },
+    )
+    .await;
+    let (_, during) = host.get(&format!("/runs/{run}")).await;
+    assert_eq!(during["results"], json!([]), "{during}");
+    assert!(
+        matches!(during["status"].as_str(), Some("queued" | "running")),
+        "{during}"
+    );
+    heal(&db);
+    let over = host.finished_run(&run, Duration::from_secs(30)).await;
+    assert_eq!(over["status"], "succeeded", "{over}");
+    let results = over["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{over}");
+    assert!(results[0]["attempts"].as_u64() >= Some(2), "{over}");
+}

@@ -18,6 +18,9 @@ use crate::result::{Outcome, RunResult};
 use crate::store::{QueuedEvent, Store, StoreError};
 use crate::wasm::DriverInfo;
 
+/// How long after a settlement that the store refused the event is offered again.
+const SETTLE_AGAIN_AFTER_MS: i64 = 1_000;
+
 /// Longest sleep between looks at the queue when nothing wakes the consumer; only matters if a
 /// wake-up is somehow missed.
 const IDLE_POLL: Duration = Duration::from_secs(30);
@@ -216,6 +219,15 @@ impl EventSource for Queue {
                     .write(|tx| pipeline::settle(tx, id, StepEnd::Skipped(&reason)))
             }
         };
-        settled.map(drop).map_err(QueueError::Settle)
+        let settled = settled.map(drop).map_err(QueueError::Settle);
+        if settled.is_err() {
+            // The transaction rolled back, so the event is as it was: claimed. Offer it again
+            // after a pause rather than only at the next start.
+            let due = now_ms() + SETTLE_AGAIN_AFTER_MS;
+            if let Err(e) = self.store.release(id, due) {
+                tracing::error!(event = id, error = %e, "cannot release an event whose settlement failed; it is delivered again at the next start");
+            }
+        }
+        settled
     }
 }
