@@ -137,3 +137,50 @@ async fn a_result_that_fails_to_store_is_delivered_again() {
     assert_eq!(results.len(), 1, "{over}");
     assert!(results[0]["attempts"].as_u64() >= Some(2), "{over}");
 }
+
+/// Coalescing never drops an event in flight: while a resource's create runs, two updates of
+/// the same resource arrive; the first is superseded by the second while it waits, and the
+/// create in flight and the newest update both run.
+#[tokio::test]
+async fn coalescing_keeps_the_event_in_flight_for_the_same_resource() {
+    let dir = workdir(&["test-driver"]);
+    let host = Host::start(dir.path(), "");
+    host.define("test", json!({"type": "object"})).await;
+    let created = host
+        .create("test", "same", json!({"action": "sleep", "ms": 1000}))
+        .await;
+    support::wait_until(Duration::from_secs(30), "the create in flight", || async {
+        host.get(&format!("/runs/{created}")).await.1["status"] == "running"
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let mut updates = Vec::new();
+    for lines in [2, 3] {
+        let response = client
+            .put(host.at("/resources/test/same"))
+            .json(&json!({"spec": {"action": "ok", "lines": lines}}))
+            .send()
+            .await
+            .expect("PUT the resource");
+        assert_eq!(response.status(), 200);
+        updates.push(run_id_of(&response));
+    }
+    let in_flight = host.finished_run(&created, Duration::from_secs(30)).await;
+    assert_eq!(in_flight["status"], "succeeded", "{in_flight}");
+    let superseded = host
+        .finished_run(&updates[0], Duration::from_secs(30))
+        .await;
+    assert_eq!(superseded["status"], "superseded", "{superseded}");
+    assert_eq!(
+        superseded["steps"][0]["message"],
+        format!("superseded by run {}", updates[1]),
+        "{superseded}"
+    );
+    let newest = host
+        .finished_run(&updates[1], Duration::from_secs(30))
+        .await;
+    assert_eq!(newest["status"], "succeeded", "{newest}");
+    // The driver saw the create, so the newest state comes as an update, at version 3.
+    assert_eq!(newest["results"][0]["data"]["event"], "update", "{newest}");
+    assert_eq!(newest["results"][0]["data"]["version"], "3", "{newest}");
+}
