@@ -184,3 +184,120 @@ async fn coalescing_keeps_the_event_in_flight_for_the_same_resource() {
     assert_eq!(newest["results"][0]["data"]["event"], "update", "{newest}");
     assert_eq!(newest["results"][0]["data"]["version"], "3", "{newest}");
 }
+
+/// The test driver as a second version: its build marker patched from `v1` to `v2`.
+fn test_driver_v2() -> Vec<u8> {
+    let mut bytes = std::fs::read(support::rust_driver("test-driver")).expect("read test-driver");
+    let marker = b"conveyor-test-build:v1";
+    let at: Vec<usize> = bytes
+        .windows(marker.len())
+        .enumerate()
+        .filter(|(_, w)| *w == marker)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        at.len(),
+        1,
+        "the build marker appears once in the component"
+    );
+    bytes[at[0] + marker.len() - 1] = b'2';
+    bytes
+}
+
+/// Writes a file beside the target and renames it into place, as a deploy would.
+fn drop_in(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).expect("write the new file");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename it into place");
+}
+
+/// A new version dropped in while a reconcile runs and five events wait: the reconcile in
+/// flight finishes on the old version, and each of the five runs on the new one.
+#[tokio::test]
+async fn hot_reload_finishes_in_flight_on_the_old_version_and_queued_on_the_new() {
+    let dir = workdir(&["test-driver"]);
+    let host = Host::start(dir.path(), "");
+    host.define("test", json!({"type": "object"})).await;
+    let in_flight = host
+        .create("test", "long", json!({"action": "sleep", "ms": 10_000}))
+        .await;
+    support::wait_until(
+        Duration::from_secs(30),
+        "the reconcile in flight",
+        || async { host.get(&format!("/runs/{in_flight}")).await.1["status"] == "running" },
+    )
+    .await;
+    let mut queued = Vec::new();
+    for i in 0..5 {
+        queued.push(host.create("test", &format!("q{i}"), json!({})).await);
+    }
+    let v2 = test_driver_v2();
+    drop_in(&dir.path().join("drivers"), "test-driver.wasm", &v2);
+    host.wait_for_driver_list("the new version", |list| {
+        support::http::find_driver(list, "test-driver")
+            .filter(|d| d["loads"].as_u64().is_some_and(|n| n >= 2))
+    })
+    .await;
+    let (_, during) = host.get(&format!("/runs/{in_flight}")).await;
+    assert_eq!(
+        during["status"], "running",
+        "the swap came after the reconcile: {during}"
+    );
+    for run in &queued {
+        assert_eq!(
+            host.get(&format!("/runs/{run}")).await.1["status"],
+            "queued",
+            "an event waited at the swap"
+        );
+    }
+    let old = host.finished_run(&in_flight, Duration::from_secs(30)).await;
+    assert_eq!(old["results"][0]["data"]["build"], "v1", "{old}");
+    for run in &queued {
+        let new = host.finished_run(run, Duration::from_secs(30)).await;
+        let results = new["results"].as_array().expect("results");
+        assert_eq!(results.len(), 1, "{new}");
+        assert_eq!(results[0]["data"]["build"], "v2", "{new}");
+    }
+}
+
+/// A driver whose file is removed while an event of it waits in the queue: the event stays
+/// queued (it does not fail while the driver is away, up to `runs.missing_driver_wait`), and
+/// runs when the driver returns.
+#[tokio::test]
+async fn a_removed_drivers_queued_events_wait_for_its_return() {
+    let dir = workdir(&["test-driver"]);
+    let drivers = dir.path().join("drivers");
+    let host = Host::start(dir.path(), "");
+    host.define("test", json!({"type": "object"})).await;
+    let busy = host
+        .create("test", "busy", json!({"action": "sleep", "ms": 2_000}))
+        .await;
+    support::wait_until(
+        Duration::from_secs(30),
+        "the reconcile in flight",
+        || async { host.get(&format!("/runs/{busy}")).await.1["status"] == "running" },
+    )
+    .await;
+    let waiting = host.create("test", "waiting", json!({})).await;
+    let file = drivers.join("test-driver.wasm");
+    let bytes = std::fs::read(&file).expect("read the driver");
+    std::fs::remove_file(&file).expect("remove the driver");
+    host.wait_for_driver_list("the driver unloaded", |list| {
+        support::http::find_driver(list, "test-driver")
+            .is_none()
+            .then_some(serde_json::Value::Null)
+    })
+    .await;
+    // The reconcile in flight finishes on the instance it had; the waiting event stays.
+    let finished = host.finished_run(&busy, Duration::from_secs(30)).await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    let (_, run) = host.get(&format!("/runs/{waiting}")).await;
+    assert!(
+        matches!(run["status"].as_str(), Some("queued" | "running")) && run["results"] == json!([]),
+        "the waiting event is still waiting: {run}"
+    );
+    drop_in(&drivers, "test-driver.wasm", &bytes);
+    let over = host.finished_run(&waiting, Duration::from_secs(60)).await;
+    assert_eq!(over["status"], "succeeded", "{over}");
+    assert_eq!(over["results"].as_array().map(Vec::len), Some(1), "{over}");
+}

@@ -30,6 +30,15 @@ use conveyor_driver::client;
 use conveyor_driver::{Driver, DriverResult, Logger, Resource};
 use serde_json::{Value, json};
 
+/// Which build this is, returned in the data of `ok` and `sleep`: hot-reload tests make a
+/// second version by patching `v1` to `v2` in the component's bytes, so a result says which
+/// version ran it.
+static BUILD: &str = "conveyor-test-build:v1";
+
+fn build() -> &'static str {
+    std::hint::black_box(BUILD).trim_start_matches("conveyor-test-build:")
+}
+
 struct TestDriver;
 
 impl Driver for TestDriver {
@@ -60,6 +69,7 @@ impl Driver for TestDriver {
                     "run_id": run_id,
                     "attempt": logger.attempt(),
                     "version": resource.version(),
+                    "build": build(),
                 }))
             }
             "panic" => panic!("{}", text("message")),
@@ -71,7 +81,8 @@ impl Driver for TestDriver {
             }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_millis(number("ms", 100)));
-                DriverResult::success("slept").with_data(json!({"attempt": logger.attempt()}))
+                DriverResult::success("slept")
+                    .with_data(json!({"attempt": logger.attempt(), "build": build()}))
             }
             "memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
