@@ -711,8 +711,9 @@ async fn drivers_load_from_the_compile_cache_after_a_crash() {
     assert_eq!(drivers[0]["loaded_from"], "cache", "{drivers}");
 }
 
-/// One slow event in flight and nine queued behind it (concurrency 1) when the host is
-/// SIGKILLed, and what became of each after a restart.
+/// A completed run, one slow event in flight and nine queued behind it (concurrency 1) when
+/// the host is SIGKILLed, and what became of each after a restart, read once the restarted
+/// host is quiet (no run in flight, nothing waiting), so that no later result can come.
 struct Crash {
     /// The runs: the slow one first.
     runs: Vec<String>,
@@ -720,6 +721,11 @@ struct Crash {
     results: Vec<Vec<Value>>,
     /// The slow run's first result.
     slow: Value,
+    /// The run that completed before the kill: its result then, its results after the
+    /// restart, and its log lines after the restart.
+    done_before: Value,
+    done_after: Vec<Value>,
+    done_logs: Vec<Value>,
 }
 
 async fn crash() -> &'static Crash {
@@ -730,29 +736,56 @@ async fn crash() -> &'static Crash {
             let config = "[defaults]\nconcurrency = 1\n";
             let mut host = spawn(dir.path(), config);
             host.define("test", json!({"type": "object"})).await;
+            let done = host
+                .create("test", "done", json!({"action": "ok", "lines": 1}))
+                .await;
+            let done_before = host.result(&done).await;
             let mut runs = vec![
                 host.create("test", "slow", json!({"action": "sleep", "ms": 5000}))
                     .await,
             ];
+            support::wait_until(
+                Duration::from_secs(30),
+                "the slow run in flight",
+                || async { host.get(&format!("/runs/{}", runs[0])).await.1["status"] == "running" },
+            )
+            .await;
             for i in 0..9 {
                 runs.push(
                     host.create("test", &format!("r{i}"), json!({"action": "ok"}))
                         .await,
                 );
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
             host.kill();
 
             let host = spawn(dir.path(), config);
+            for run in &runs {
+                host.finished_run(run, Duration::from_secs(60)).await;
+            }
+            support::wait_until(Duration::from_secs(30), "the host to be quiet", || async {
+                let (_, metrics) = host.metrics().await;
+                metrics.contains("conveyor_runs_in_flight 0")
+                    && !metrics
+                        .lines()
+                        .any(|l| l.starts_with("conveyor_queue_depth") && !l.ends_with(" 0"))
+            })
+            .await;
             let mut results = Vec::new();
             for run in &runs {
-                results.push(host.results(run, 1, Duration::from_secs(60)).await);
+                let (_, over) = host.get(&format!("/runs/{run}")).await;
+                results.push(over["results"].as_array().cloned().unwrap_or_default());
             }
-            let slow = host.result(&runs[0]).await;
+            let slow = results[0][0].clone();
+            let (_, over) = host.get(&format!("/runs/{done}")).await;
+            let done_after = over["results"].as_array().cloned().unwrap_or_default();
+            let done_logs = host.logs(&done).await;
             Crash {
                 runs,
                 results,
                 slow,
+                done_before,
+                done_after,
+                done_logs,
             }
         })
         .await
@@ -771,6 +804,15 @@ async fn events_accepted_before_a_crash_complete_once_after_it() {
         );
         assert_eq!(results[0]["success"], true, "{results:?}");
     }
+}
+
+/// A step completed before the SIGKILL is not run again after the restart: the same one
+/// result, and its one log line.
+#[tokio::test]
+async fn a_crash_never_repeats_a_completed_step() {
+    let crash = crash().await;
+    assert_eq!(crash.done_after, vec![crash.done_before.clone()]);
+    assert_eq!(crash.done_logs.len(), 1, "{:?}", crash.done_logs);
 }
 
 /// The run in flight at the SIGKILL counts the attempt it lost.
