@@ -52,6 +52,9 @@ struct SampleRun {
     sse_content_type: String,
     ws_lines: Vec<Value>,
     sse_lines: Vec<Value>,
+    /// How many lines were stored once both streams were attached: fewer than five means
+    /// the rest reached them live, after the replay.
+    stored_after_attach: usize,
     result: Value,
     stored: Vec<Value>,
     resource: Value,
@@ -83,6 +86,7 @@ async fn sample_run() -> &'static SampleRun {
         let sse = reqwest::get(host.at(&format!("/logs/streams/sample-driver/{run}")))
             .await
             .expect("sse");
+        let stored_after_attach = host.logs(&run).await.len();
         let sse_content_type = sse.headers()["content-type"]
             .to_str()
             .unwrap_or_default()
@@ -98,6 +102,7 @@ async fn sample_run() -> &'static SampleRun {
             sse_content_type,
             ws_lines,
             sse_lines,
+            stored_after_attach,
             result,
             stored,
             resource,
@@ -166,6 +171,18 @@ async fn stored_log_has_the_sample_drivers_five_lines() {
 async fn websocket_replays_then_follows_a_running_driver() {
     let r = sample_run().await;
     assert_sample_lines(&r.ws_lines, &r.run);
+}
+
+/// The streams were attached mid-run: some lines were stored before (the wait saw one), and
+/// some came after, so both the replay and the live part of each stream were exercised.
+#[tokio::test]
+async fn the_streams_were_attached_mid_run() {
+    let r = sample_run().await;
+    assert!(
+        (1..5).contains(&r.stored_after_attach),
+        "{} lines stored when the streams attached",
+        r.stored_after_attach
+    );
 }
 
 /// An SSE stream attached mid-run replays the stored lines, then follows live, with no gap
