@@ -234,6 +234,35 @@ impl Conveyor {
         }
     }
 
+    /// Waits (`within` at most, then panics) until the `messages` stream holds no message:
+    /// every driver message has been acked, so (results being published before their acks)
+    /// every result that will ever come is already in the results stream.
+    pub async fn quiet(&self, within: Duration) {
+        let quiet = crate::poll(within, Duration::from_millis(100), || async {
+            match self.retained_messages().await {
+                0 => Ok(()),
+                n => Err(n),
+            }
+        })
+        .await;
+        if let Err(n) = quiet {
+            panic!("{n} driver messages still retained after {within:?}");
+        }
+    }
+
+    /// Reads (and acks) every result the results stream still holds for this reader: once
+    /// [`Conveyor::quiet`], that is every result there will be.
+    pub async fn remaining_results(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let got = drain(&self.results, 1_000, Duration::from_millis(600)).await;
+            if got.is_empty() {
+                return out;
+            }
+            out.extend(got);
+        }
+    }
+
     /// Messages still held by the `messages` stream.
     pub async fn retained_messages(&self) -> u64 {
         let mut stream = self.js.get_stream("messages").await.expect("stream");
