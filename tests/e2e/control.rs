@@ -278,6 +278,55 @@ async fn steps_host() -> &'static Host {
     &HOST.get_or_init(start_steps_host).await.host
 }
 
+/// A run keeps the steps it started with when its pipeline is replaced meanwhile.
+#[tokio::test]
+async fn a_pipeline_change_keeps_the_steps_of_a_run_already_started() {
+    let host = steps_host().await;
+    create_pipeline(host, &pipeline("changing", &["step-a", "step-b", "step-c"])).await;
+    let run = create_piped(host, "changes", "changing", json!({"sleep_ms": 500})).await;
+    support::wait_until(
+        Duration::from_secs(30),
+        "the first step running",
+        || async { host.get(&format!("/runs/{run}")).await.1["steps"][0]["status"] == "running" },
+    )
+    .await;
+    let (status, body) = host
+        .put("/pipelines/changing", &pipeline("changing", &["step-c"]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let r = host.finished_run(&run, Duration::from_secs(60)).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let drivers: Vec<&str> = r["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["driver"].as_str().expect("a driver"))
+        .collect();
+    assert_eq!(drivers, ["step-a", "step-b", "step-c"], "{r}");
+}
+
+/// A change to a resource whose pipeline was deleted fails its run, saying so.
+#[tokio::test]
+async fn a_change_to_a_resource_whose_pipeline_is_gone_fails() {
+    let host = steps_host().await;
+    create_pipeline(host, &pipeline("doomed", &["step-a"])).await;
+    let first = create_piped(host, "orphan", "doomed", json!({})).await;
+    let r = host.finished_run(&first, Duration::from_secs(60)).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(host.delete("/pipelines/doomed").await.0, 204);
+    let response = reqwest::Client::new()
+        .put(host.at("/resources/staged/orphan"))
+        .json(&json!({"spec": {}}))
+        .send()
+        .await
+        .expect("PUT the resource");
+    assert_eq!(response.status(), 200);
+    let run = run_id_of(&response);
+    let r = host.finished_run(&run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["message"], "pipeline doomed not found", "{r}");
+}
+
 /// Three steps, in order, under one run id: `create` then `process`, each finished before the
 /// next started.
 #[tokio::test]
