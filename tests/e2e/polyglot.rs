@@ -443,6 +443,21 @@ async fn the_python_driver_sees_the_variable_its_config_grants() {
     );
 }
 
+/// A grant is the named driver's alone: the Rust driver, the same code as the Python one,
+/// is not given the Python driver's GREETING.
+#[tokio::test]
+async fn another_driver_does_not_see_the_python_drivers_grant() {
+    let host = host().await;
+    let run = host
+        .create("rust-task", "no-greeting", json!({"steps": 1}))
+        .await;
+    let result = host.result(&run).await;
+    assert_eq!(
+        result["data"]["greeting"], "(no GREETING granted)",
+        "{result}"
+    );
+}
+
 /// An exception escaping reconcile becomes a failed result that names it, with the traceback
 /// or stack in the run's log.
 async fn assert_exception_fails_the_run(host: &Host, kind: &str, name: &str, expected: &str) {
