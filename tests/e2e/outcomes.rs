@@ -185,6 +185,21 @@ async fn result_too_large_is_final() {
     assert_final(&e, "result-too-large");
 }
 
+/// `data` the host cannot read as JSON (here nested past its JSON reader's depth limit; the
+/// Rust SDK cannot return text that is not JSON at all).
+#[tokio::test]
+async fn invalid_result_is_final() {
+    let e = run("invalid", json!({"action": "deep-data"})).await;
+    assert_final(&e, "invalid-result");
+    assert!(
+        e.result["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("the driver returned `data` that is not JSON")),
+        "{}",
+        e.result
+    );
+}
+
 /// A granted directory that is gone when the event comes: the instance cannot be set up, and
 /// that is retried.
 #[tokio::test]

@@ -22,6 +22,7 @@
 //! | `create` | creates a resource of type `spec.kind` with `spec.spec` through the API client; a refusal fails the run with the client's error |
 //! | `create-loop` | creates resources of type `spec.kind` through the API client until one is refused; succeeds with `data.created` and `data.error` |
 //! | `deep-create` | creates a resource of type `spec.kind` whose spec nests `spec.depth` objects (`{"child": …}`) through the API client |
+//! | `deep-data` | succeeds with `data` nested `spec.depth` (default 200) arrays deep: more than the host's JSON reader takes, so the result is invalid |
 //! | `secret-label` | logs a line whose label *name* is the value of the variable `spec.name` |
 //! | `secret-long` | prints `spec.pad` bytes of `x` then the value of the variable `spec.name`, as one line |
 //! | `secret-create` | creates a resource of type `spec.kind` whose spec holds the value of the variable `spec.name`, through the API client |
@@ -180,6 +181,13 @@ impl Driver for TestDriver {
                     nested = json!({ "child": nested });
                 }
                 create(&text("kind"), &format!("{}-deep", resource.name), nested)
+            }
+            "deep-data" => {
+                let mut data = json!(0);
+                for _ in 0..number("depth", 200) {
+                    data = json!([data]);
+                }
+                DriverResult::success("deep").with_data(data)
             }
             "secret-label" => {
                 let value = std::env::var(text("name")).unwrap_or_default();
