@@ -278,6 +278,39 @@ async fn steps_host() -> &'static Host {
     &HOST.get_or_init(start_steps_host).await.host
 }
 
+/// A mid-pipeline `process` event waiting for its driver is not coalesced away by a newer
+/// change to the same resource: the first run still ends with all three steps, and the newer
+/// run runs too.
+#[tokio::test]
+async fn a_waiting_process_event_survives_coalescing() {
+    let host = steps_host().await;
+    let first = create_piped(host, "mid", "twice", json!({"sleep_ms": 1000})).await;
+    support::wait_until(Duration::from_secs(30), "step 1 running", || async {
+        host.get(&format!("/runs/{first}")).await.1["steps"][0]["status"] == "running"
+    })
+    .await;
+    // Holds step-a for 4 s, so that the first run's step 3 (step-a again) has to wait.
+    let blocker = create_piped(host, "blocker", "build", json!({"sleep_ms": 4000})).await;
+    support::wait_until(Duration::from_secs(30), "step 3 waiting", || async {
+        host.get(&format!("/runs/{first}")).await.1["steps"][2]["status"] == "queued"
+    })
+    .await;
+    let response = reqwest::Client::new()
+        .put(host.at("/resources/staged/mid"))
+        .json(&json!({"spec": {"sleep_ms": 0}}))
+        .send()
+        .await
+        .expect("PUT the resource");
+    assert_eq!(response.status(), 200);
+    let newer = run_id_of(&response);
+    let r = host.finished_run(&first, Duration::from_secs(60)).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["steps"][2]["result"]["data"]["event"], "process", "{r}");
+    let n = host.finished_run(&newer, Duration::from_secs(60)).await;
+    assert_eq!(n["status"], "succeeded", "{n}");
+    host.finished_run(&blocker, Duration::from_secs(60)).await;
+}
+
 /// A run keeps the steps it started with when its pipeline is replaced meanwhile.
 #[tokio::test]
 async fn a_pipeline_change_keeps_the_steps_of_a_run_already_started() {
