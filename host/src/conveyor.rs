@@ -14,7 +14,7 @@ pub const MESSAGES_STREAM: &str = "messages";
 pub const RESULT_SUBJECT: &str = "pipelines.driver.result";
 
 /// A resource: `pkg/types/resources.go` `Resource`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resource {
     /// The server-assigned UUID.
     #[serde(default)]
@@ -47,7 +47,7 @@ impl Resource {
 }
 
 /// A resource definition: `pkg/types/resources.go` `ResourceDefinition`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceDefinition {
     /// The id (a UUID on create).
     #[serde(default)]
@@ -67,7 +67,7 @@ pub struct ResourceDefinition {
 }
 
 /// A pipeline: `pkg/types/pipelines.go` `Pipeline`. Steps run in array order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pipeline {
     /// The name resources refer to in their `pipeline` field.
     #[serde(default)]
@@ -90,7 +90,7 @@ pub struct Pipeline {
 }
 
 /// A pipeline step: `pkg/types/pipelines.go` `Step`. `id` is informational.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {
     /// Free-form id.
     #[serde(default)]
@@ -114,7 +114,7 @@ where
 
 /// A driver's result: `DriverResult` plus the driver name (`DriverResultEvent`), as stored in
 /// `metadata["driverresults.<driver>"]` and published in `PipelineEvent.driverresult`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriverResult {
     /// Whether the driver succeeded.
     pub success: bool,
@@ -129,7 +129,7 @@ pub struct DriverResult {
 /// A driver log line: `pkg/types/logs.go` `Log`, the shape of `GET /logs` and `logs.<runid>`.
 /// Labels ride along as extra top-level fields, as the Python runtime does, so a client that
 /// knows only `types.Log` still decodes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Log {
     /// The run id (no underscore, as upstream).
     pub runid: String,
@@ -148,7 +148,7 @@ pub struct Log {
 
 /// A message to drivers: `pkg/types/message.go` `DriverMessage`, as
 /// `POST /drivers/broadcast-message` takes it (`payload` a JSON string: the resource's JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriverMessage {
     /// The event name (`create`, `update`, `delete`, `process`, or anything a driver wants).
     #[serde(default)]
@@ -165,14 +165,14 @@ pub struct DriverMessage {
 }
 
 /// The `{"error": "..."}` body of every failed API call.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: String,
 }
 
 /// The 201 body of `POST /resources`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedResponse {
     /// Always `Resource created successfully`.
     pub message: String,

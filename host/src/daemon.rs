@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, OpsState};
 use crate::backend::{self, LogPipeline, Shared};
-use crate::config::Config;
+use crate::config::{Config, EventSourceKind};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::wasm::Sandbox;
@@ -118,6 +118,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             gauges: started.gauges,
         },
         started.routes,
+        // The document of the routes the mode's backend serves (NATS mode serves none of
+        // its own).
+        match config.events.source {
+            EventSourceKind::Embedded => api::embedded_openapi(),
+            EventSourceKind::Nats => utoipa::openapi::OpenApi::default(),
+        },
         api::Auth::new(
             config.api.auth.tokens(),
             config.api.auth.jwt_verifier(),

@@ -107,6 +107,7 @@ fn app() -> &'static (tokio::runtime::Runtime, axum::Router, tempfile::TempDir) 
                     gauges: Some(store),
                 },
                 routes,
+                crate::api::embedded_openapi(),
                 crate::api::Auth::new(Vec::new(), None, true, false),
                 1 << 20,
                 &crate::api::CorsOrigins::Listed(Vec::new()),

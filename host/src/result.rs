@@ -135,6 +135,46 @@ impl serde::Serialize for RunResult {
     }
 }
 
+/// [`RunResult`]'s JSON shape for the OpenAPI document: its `Serialize` is written by hand
+/// (`success` and `failure_kind` derived from `outcome`), so the schema is derived from this
+/// mirror of what it writes; `run_result_schema_lists_what_serialize_writes` keeps them equal.
+#[derive(utoipa::ToSchema)]
+#[schema(as = RunResult)]
+#[allow(dead_code)] // Read by the schema derive only.
+struct RunResultShape {
+    run_id: String,
+    driver: String,
+    message_id: String,
+    event: String,
+    resource_type: String,
+    resource_name: String,
+    /// Whether the outcome is a success.
+    success: bool,
+    /// `success`, `failure`, `retry`, `driver-not-loaded`, or the kind of failure the host
+    /// saw (as `failure_kind`).
+    outcome: String,
+    /// The kind of failure the host saw (`trap`, `cpu-exceeded`, ...), when it failed the
+    /// reconcile; `null` otherwise.
+    failure_kind: Option<String>,
+    message: String,
+    data: serde_json::Value,
+    attempts: u32,
+    started_at: String,
+    finished_at: String,
+}
+
+impl utoipa::PartialSchema for RunResult {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <RunResultShape as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for RunResult {
+    fn name() -> std::borrow::Cow<'static, str> {
+        <RunResultShape as utoipa::ToSchema>::name()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +192,34 @@ mod tests {
             assert_eq!(Outcome::parse(o.as_str()), Some(o));
         }
         assert_eq!(Outcome::parse("nonsense"), None);
+    }
+    #[test]
+    fn run_result_schema_lists_what_serialize_writes() {
+        let result = RunResult {
+            run_id: String::new(),
+            driver: String::new(),
+            message_id: String::new(),
+            event: String::new(),
+            resource_type: String::new(),
+            resource_name: String::new(),
+            outcome: Outcome::Success,
+            message: String::new(),
+            data: serde_json::Value::Null,
+            attempts: 1,
+            started_at: String::new(),
+            finished_at: String::new(),
+        };
+        let written = serde_json::to_value(&result).expect("serializes");
+        let schema = serde_json::to_value(<RunResult as utoipa::PartialSchema>::schema())
+            .expect("serializes");
+        let mut fields: Vec<_> = written.as_object().expect("an object").keys().collect();
+        let mut documented: Vec<_> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .collect();
+        fields.sort();
+        documented.sort();
+        assert_eq!(fields, documented);
     }
 }

@@ -174,6 +174,7 @@ fn every_route() -> Vec<(&'static str, &'static str, Option<Value>)> {
             Some(json!({"event": "ping", "payload": {}})),
         ),
         ("POST", "/auth/tickets", None),
+        ("GET", "/openapi.json", None),
     ]
 }
 
@@ -454,6 +455,283 @@ async fn messages_decode_as_gos_decoder_over_nats() {
     assert_eq!(result["run_id"], "run-go-nats", "{result}");
     assert_eq!(result["resource"]["name"], "go-nats", "{result}");
     assert_eq!(result["driverresult"]["success"], true, "{result}");
+}
+
+// ---- OpenAPI document and Swagger UI ----------------------------------------------------
+
+/// The host's `/openapi.json`.
+async fn openapi_document(host: &Host) -> Value {
+    let (status, doc) = call(host, "GET", "/openapi.json", None).await;
+    assert_eq!(status, 200, "{doc}");
+    doc
+}
+
+/// The documented `(method, path template)` pairs, methods upper-case.
+fn documented(doc: &Value) -> std::collections::BTreeSet<(String, String)> {
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            methods
+                .iter()
+                .filter(|m| item.get(**m).is_some())
+                .map(|m| (m.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+/// A template's path with a placeholder for each `{param}`.
+fn placeholder_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| {
+            if seg.starts_with('{') {
+                "placeholder"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether `path` (concrete) is an instance of `template`.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p)
+}
+
+/// Whether the router has no such route: a 405, or the fallback's 404 (`Cannot ...`); a 404
+/// from a handler (an unknown resource) is a route. Reads the body of a 404 only, so a
+/// stream's 200 is not waited on.
+async fn unrouted(host: &Host, method: &str, path: &str) -> (bool, u16) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let response = reqwest::Client::new()
+        .request(method, host.at(path))
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    let fallback = status == 404
+        && response
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v["error"].as_str().map(|e| e.starts_with("Cannot ")))
+            .unwrap_or(false);
+    (status == 405 || fallback, status)
+}
+
+/// `/openapi.json` is a valid OpenAPI 3.1 document (openapi-spec-validator, from PyPI), with
+/// the bearer scheme of `[api.auth]` and the `{"error": ...}` body.
+#[tokio::test]
+async fn the_openapi_document_validates_as_3_1() {
+    let doc = openapi_document(host().await).await;
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorBody"]["properties"]["error"]["type"],
+        "string"
+    );
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(file.path(), doc.to_string()).expect("write the document");
+    let out = run_python(
+        "import json, sys\n\
+         from openapi_spec_validator import validate, OpenAPIV31SpecValidator\n\
+         validate(json.load(open(sys.argv[1])), cls=OpenAPIV31SpecValidator)\n\
+         print('valid')",
+        &[file.path().to_str().expect("a UTF-8 path")],
+    );
+    assert_eq!(out.trim(), "valid");
+}
+
+/// The document lists exactly the routes the router serves: every documented method and
+/// path reaches a handler, every other method on those paths is refused as unrouted (405),
+/// paths it does not list are the 404 of an unknown route, and every route the other tests
+/// of this module call is documented.
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_served() {
+    let host = host().await;
+    let doc = documented(&openapi_document(host).await);
+    for (method, template) in &doc {
+        let path = placeholder_path(template);
+        let (none, status) = unrouted(host, method, &path).await;
+        assert!(
+            !none,
+            "documented {method} {template} is not served: {status}"
+        );
+        for other in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if other == method || doc.contains(&(other.to_string(), template.clone())) {
+                continue;
+            }
+            let (none, status) = unrouted(host, other, &path).await;
+            assert!(none, "undocumented {other} {template} is served: {status}");
+        }
+    }
+    for (method, path) in [
+        ("GET", "/nope"),
+        ("GET", "/resources/a"),
+        ("POST", "/runs/r/retry"),
+        ("GET", "/logs/streams/d"),
+        ("GET", "/drivers/d"),
+    ] {
+        assert!(
+            !doc.iter()
+                .any(|(m, t)| m == method && matches_template(t, path)),
+            "{method} {path} is documented"
+        );
+        let (none, status) = unrouted(host, method, path).await;
+        assert!(none, "undocumented {method} {path} is served: {status}");
+    }
+    for (method, path, _) in every_route() {
+        assert!(
+            doc.iter()
+                .any(|(m, t)| m == method && matches_template(t, path)),
+            "{method} {path} is served but not documented"
+        );
+    }
+    for (method, path) in [
+        ("GET", "/logs/streams/{driver}/{runid}"),
+        ("GET", "/logs/pipeline/{runid}"),
+        ("GET", "/drivers/streams/logs/{driver}/{runid}"),
+        ("GET", "/swagger/"),
+    ] {
+        assert!(
+            doc.contains(&(method.to_string(), path.to_string())),
+            "{method} {path} is not documented"
+        );
+    }
+}
+
+/// In NATS mode the host serves only the routes both modes share, and its document lists
+/// just those: each answers, and the embedded API's paths are neither listed nor served.
+#[tokio::test]
+async fn nats_modes_document_lists_what_it_serves() {
+    let dir = workdir(&[]);
+    let server = NatsServer::start(dir.path());
+    let host = Host::start(
+        dir.path(),
+        &format!("[events]\nsource = \"nats\"\nurl = \"{}\"\n", server.url),
+    );
+    let doc = documented(&openapi_document(&host).await);
+    let paths: std::collections::BTreeSet<&str> = doc.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/",
+            "/auth/tickets",
+            "/drivers",
+            "/health",
+            "/metrics",
+            "/openapi.json",
+            "/swagger/"
+        ]
+        .into_iter()
+        .collect(),
+    );
+    for (method, template) in &doc {
+        let (none, status) = unrouted(&host, method, template).await;
+        assert!(
+            !none,
+            "documented {method} {template} is not served: {status}"
+        );
+    }
+    for (method, path) in [("GET", "/runs"), ("POST", "/resources"), ("GET", "/logs")] {
+        let (none, status) = unrouted(&host, method, path).await;
+        assert!(none, "{method} {path} is served in NATS mode: {status}");
+    }
+}
+
+/// `/swagger/` serves Swagger UI from files compiled into the host, reading `/openapi.json`;
+/// `/swagger` redirects to it (once: the trailing-slash trimming does not apply there).
+#[tokio::test]
+async fn swagger_ui_serves_its_page_and_assets() {
+    let host = host().await;
+    let content_type = |r: &reqwest::Response| {
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let page = reqwest::get(host.at("/swagger"))
+        .await
+        .expect("GET /swagger");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.url().path(), "/swagger/");
+    assert!(
+        content_type(&page).starts_with("text/html"),
+        "{}",
+        content_type(&page)
+    );
+    let html = page.text().await.expect("the page");
+    for asset in [
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-initializer.js",
+    ] {
+        assert!(html.contains(asset), "the page does not load {asset}");
+    }
+    for (asset, wanted) in [
+        ("index.html", "text/html"),
+        ("swagger-ui.css", "text/css"),
+        ("swagger-ui-bundle.js", "javascript"),
+        ("swagger-ui-standalone-preset.js", "javascript"),
+        ("swagger-initializer.js", "javascript"),
+    ] {
+        let response = reqwest::get(host.at(&format!("/swagger/{asset}")))
+            .await
+            .expect("GET an asset");
+        assert_eq!(response.status(), 200, "{asset}");
+        let kind = content_type(&response);
+        assert!(kind.contains(wanted), "{asset}: {kind}");
+        let body = response.text().await.expect("the asset");
+        assert!(!body.is_empty(), "{asset}");
+        if asset == "swagger-initializer.js" {
+            assert!(body.contains("/openapi.json"), "{body}");
+        }
+    }
+}
+
+/// With `[api.auth]` tokens, the document and the page need a credential with the `read`
+/// role, as every `GET` does.
+#[tokio::test]
+async fn the_document_and_the_page_need_the_read_role() {
+    let dir = workdir(&[]);
+    std::fs::write(dir.path().join("token"), "openapi-token-0123456789").expect("a token");
+    let host = Host::start(
+        dir.path(),
+        "[[api.auth.tokens]]\nname = \"r\"\nrole = \"read\"\nfile = \"token\"\n",
+    );
+    for path in [
+        "/openapi.json",
+        "/openapi.json/",
+        "/swagger/",
+        "/swagger/swagger-ui.css",
+    ] {
+        let refused = reqwest::get(host.at(path)).await.expect("GET");
+        assert_eq!(refused.status(), 401, "{path}");
+        let ok = reqwest::Client::new()
+            .get(host.at(path))
+            .bearer_auth("openapi-token-0123456789")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(ok.status(), 200, "{path}");
+    }
 }
 
 // ---- broadcast, PUT, validation ----------------------------------------------------------

@@ -24,15 +24,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
+use crate::conveyor::ErrorBody;
 use crate::jwt::{Identity, Verifier};
 
 /// How long a stream ticket is valid.
@@ -368,16 +368,28 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// `POST /auth/tickets`: a ticket for log streams, valid for [`TICKET_TTL`], with the role of
 /// the token that asked.
-pub fn routes(auth: Arc<Auth>) -> Router {
-    Router::new()
-        .route("/auth/tickets", post(issue))
-        .with_state(auth)
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<Auth>> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(issue))
 }
 
+/// `POST /auth/tickets`' 201 body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Ticket {
+    /// Pass it as `?ticket=` to a log stream.
+    ticket: String,
+    /// The role of the token that asked: `read`, `write` or `admin`.
+    #[schema(value_type = String)]
+    role: Role,
+    /// Seconds it stays valid.
+    expires_in: u64,
+}
+
+#[utoipa::path(operation_id = "auth_issue", post, path = "/auth/tickets", tag = "auth",
+    responses((status = 201, description = "A stream ticket, for a browser's EventSource or WebSocket (404 without [api.auth])", body = Ticket), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn issue(
     State(auth): State<Arc<Auth>>,
     role: Option<axum::Extension<Authenticated>>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Ticket>), ApiError> {
     if !auth.enabled() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -393,11 +405,11 @@ async fn issue(
     let ticket = auth.issue_ticket(role);
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({
-            "ticket": ticket,
-            "role": role,
-            "expires_in": TICKET_TTL.as_secs(),
-        })),
+        Json(Ticket {
+            ticket,
+            role,
+            expires_in: TICKET_TTL.as_secs(),
+        }),
     ))
 }
 
@@ -449,6 +461,27 @@ mod tests {
             required(&closed, &Method::GET, "/metrics"),
             Some(Role::Read)
         );
+    }
+
+    /// The OpenAPI document and Swagger UI (its page and its assets) are read like any `GET`,
+    /// including `/swagger` (which redirects) and the document with a trailing slash.
+    #[test]
+    fn the_document_and_swagger_ui_need_read() {
+        let a = auth();
+        for path in [
+            "/openapi.json",
+            "/openapi.json/",
+            "/swagger",
+            "/swagger/",
+            "/swagger/swagger-ui-bundle.js",
+        ] {
+            assert_eq!(required(&a, &Method::GET, path), Some(Role::Read), "{path}");
+            assert_eq!(
+                required(&a, &Method::HEAD, path),
+                Some(Role::Read),
+                "{path}"
+            );
+        }
     }
 
     #[test]
@@ -553,6 +586,8 @@ mod tests {
         use super::*;
         use crate::jwt::testing::{self, Ca};
         use crate::jwt::{Signer, Verifier};
+        use axum::Router;
+        use axum::routing::post;
 
         fn jwt_auth(ca: &Ca, default_role: Option<Role>) -> Arc<Auth> {
             let verifier = Verifier::new(

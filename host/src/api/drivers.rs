@@ -2,16 +2,21 @@
 //! the files that failed to load. Loaded and failed files carry `loads`: how many times the
 //! host read the file, which an idle host does not do.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::OpsState;
+use crate::conveyor::ErrorBody;
 
-pub fn routes() -> Router<OpsState> {
-    Router::new().route("/drivers", get(list))
+pub fn routes() -> OpenApiRouter<OpsState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
+/// `GET /drivers`: one entry per file, whose `state` is `ready`, `loading` or `failed`.
+#[utoipa::path(operation_id = "drivers_list", get, path = "/drivers", tag = "host",
+    responses((status = 200, description = "The driver files and their state", body = Vec<serde_json::Value>), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn list(
     State(OpsState {
         registry, metrics, ..

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -24,29 +25,29 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, Body, EmbeddedState as AppState};
 use crate::backend::LogPipeline;
 use crate::backend::embedded::logs::LogHub;
-use crate::conveyor::Log;
+use crate::conveyor::{ErrorBody, Log};
 use crate::store::{LogFilter, RunEnded, Store, StoredLog};
 use crate::wasm::LogSink;
 
 /// The prefix of upstream's #93 path for a driver's stream, an alias of `/logs/streams/`.
 pub(super) const STREAM_ALIAS: &str = "/drivers/streams/logs/";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/logs", get(query).post(append))
-        .route("/logs/streams/{driver}/{runid}", get(driver_stream))
-        .route("/logs/pipeline/{runid}", get(run_stream))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(query, append))
+        .routes(routes!(driver_stream))
+        .routes(routes!(run_stream))
         // The path asked for upstream (its issue #93), the same stream.
-        .route("/drivers/streams/logs/{driver}/{runid}", get(driver_stream))
+        .routes(routes!(driver_stream_alias))
 }
 
 /// What a stream carries.
@@ -81,7 +82,8 @@ pub const MAX_LOG_PAGE: u32 = 100_000;
 /// The response header naming the cursor of the next page: pass it as `after`.
 pub const NEXT_AFTER: HeaderName = HeaderName::from_static("x-conveyor-next-after");
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
     driver: Option<String>,
     runid: Option<String>,
@@ -98,6 +100,8 @@ fn non_empty(s: Option<String>) -> Option<String> {
 
 /// `GET /logs`: stored lines in order, a page at a time. A full page carries the cursor of
 /// the next one in `X-Conveyor-Next-After`.
+#[utoipa::path(operation_id = "logs_query", get, path = "/logs", tag = "logs", params(LogQuery),
+    responses((status = 200, description = "Stored lines, oldest first", body = Vec<Log>, headers(("X-Conveyor-Next-After" = String, description = "The cursor of the next page, on a full page"))), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn query(
     State(s): State<AppState>,
     query: Result<Query<LogQuery>, QueryRejection>,
@@ -129,6 +133,8 @@ async fn query(
 }
 
 /// `POST /logs`: stores a line sent by an outside producer (upstream's route), and streams it.
+#[utoipa::path(operation_id = "logs_append", post, path = "/logs", tag = "logs", request_body = Log,
+    responses((status = 201, description = "Stored", body = String, content_type = "text/plain"), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn append(
     State(s): State<AppState>,
     Body(mut log): Body<Log>,
@@ -211,6 +217,8 @@ fn client_ip(info: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
 }
 
 /// `GET /logs/streams/{driver}/{runid}`: one driver's lines of a run.
+#[utoipa::path(operation_id = "logs_driver_stream", get, path = "/logs/streams/{driver}/{runid}", tag = "logs", params(("driver" = String, Path, description = "The driver"), ("runid" = String, Path, description = "The run"), ("ticket" = Option<String>, Query, description = "A stream ticket (POST /auth/tickets), instead of a bearer token")),
+    responses((status = 200, description = "Server-Sent Events (`data:` a log line as JSON, `event: end` at the run's end), or a WebSocket when the request asks for an upgrade", content_type = "text/event-stream", body = Log), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn driver_stream(
     State(s): State<AppState>,
     Path((driver, runid)): Path<(String, String)>,
@@ -223,8 +231,23 @@ async fn driver_stream(
     }
 }
 
+/// `GET /drivers/streams/logs/{driver}/{runid}`: upstream's #93 path of
+/// [`driver_stream`]; a handler of its own because a documented path names one handler.
+#[utoipa::path(operation_id = "logs_driver_stream_alias", get, path = "/drivers/streams/logs/{driver}/{runid}", tag = "logs", params(("driver" = String, Path, description = "The driver"), ("runid" = String, Path, description = "The run"), ("ticket" = Option<String>, Query, description = "A stream ticket (POST /auth/tickets), instead of a bearer token")),
+    responses((status = 200, description = "Server-Sent Events (`data:` a log line as JSON, `event: end` at the run's end), or a WebSocket when the request asks for an upgrade", content_type = "text/event-stream", body = Log), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
+async fn driver_stream_alias(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    driver_stream(state, path, info, ws).await
+}
+
 /// `GET /logs/pipeline/{runid}`: every driver's lines of a run, in the order they were
 /// stored.
+#[utoipa::path(operation_id = "logs_run_stream", get, path = "/logs/pipeline/{runid}", tag = "logs", params(("runid" = String, Path, description = "The run"), ("ticket" = Option<String>, Query, description = "A stream ticket (POST /auth/tickets), instead of a bearer token")),
+    responses((status = 200, description = "Server-Sent Events (`data:` a log line as JSON, `event: end` at the run's end), or a WebSocket when the request asks for an upgrade", content_type = "text/event-stream", body = Log), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn run_stream(
     State(s): State<AppState>,
     Path(runid): Path<String>,

@@ -12,6 +12,7 @@ mod health;
 mod logs;
 mod messages;
 mod metrics;
+mod openapi;
 mod operator;
 mod pipelines;
 mod resources;
@@ -26,6 +27,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use tower::Layer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::{Auth, Role, Token};
 pub use cors::CorsOrigins;
@@ -66,9 +68,10 @@ pub struct EmbeddedState {
     pub streams: Arc<logs::StreamSlots>,
 }
 
-/// The embedded mode's Conveyor-compatible routes.
-pub fn embedded_routes(state: EmbeddedState) -> Router {
-    Router::new()
+/// The embedded mode's Conveyor-compatible routes, each with its part of the OpenAPI
+/// document: the one list both [`embedded_routes`] and [`embedded_openapi`] are built from.
+fn embedded_api() -> OpenApiRouter<EmbeddedState> {
+    OpenApiRouter::new()
         .merge(definitions::routes())
         .merge(resources::routes())
         .merge(logs::routes())
@@ -76,11 +79,23 @@ pub fn embedded_routes(state: EmbeddedState) -> Router {
         .merge(pipelines::routes())
         .merge(operator::routes())
         .merge(messages::routes())
-        .with_state(state)
 }
 
-/// The whole API: the routes both modes serve, the backend's own, and a JSON 404 for the rest,
-/// behind [`auth`]; request bodies over `max_body` bytes are refused with 413.
+/// The embedded mode's Conveyor-compatible routes.
+pub fn embedded_routes(state: EmbeddedState) -> Router {
+    embedded_api().split_for_parts().0.with_state(state)
+}
+
+/// The OpenAPI document of [`embedded_routes`], to pass to [`app`] with them.
+pub fn embedded_openapi() -> utoipa::openapi::OpenApi {
+    embedded_api().split_for_parts().1
+}
+
+/// The whole API: the routes both modes serve, the backend's own (`backend`, documented by
+/// `backend_doc`: [`embedded_openapi`], or an empty document for a backend serving none), the
+/// OpenAPI document of all of them at [`DOCUMENT_PATH`] with Swagger UI at [`SWAGGER_PATH`],
+/// and a JSON 404 for the rest, behind [`auth`]; request bodies over `max_body` bytes are
+/// refused with 413.
 ///
 /// Routing is upstream's (Fiber, not strict): a trailing slash is trimmed from every path
 /// before the routes see it, so `/resources/` is `/resources` without a route of its own;
@@ -89,23 +104,30 @@ pub fn embedded_routes(state: EmbeddedState) -> Router {
 pub fn app(
     ops: OpsState,
     backend: Router,
+    backend_doc: utoipa::openapi::OpenApi,
     auth: Arc<Auth>,
     max_body: usize,
     origins: &CorsOrigins,
 ) -> Router {
-    let routes = Router::new()
+    let ops_routes = OpenApiRouter::new()
         .merge(metrics::routes())
         .merge(drivers::routes())
         .merge(health::routes())
-        .with_state(ops)
-        .merge(backend)
-        .merge(auth::routes(auth.clone()))
-        .fallback(not_found);
+        .with_state(ops);
+    let (routes, mut doc) = openapi::routes()
+        .merge(ops_routes)
+        .merge(auth::routes().with_state(auth.clone()))
+        .split_for_parts();
+    doc.merge(backend_doc);
+    let routes = openapi::finish(routes.merge(backend), doc).fallback(not_found);
     // The normalization must run before routing, which a layer on a Router does not: it
     // wraps the whole router, served as the fallback of an outer one.
     let normalized =
         tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(routes);
+    // Swagger UI is outside the normalization: it redirects `/swagger` to `/swagger/`, which
+    // trimming would turn back into `/swagger`, in a loop.
     Router::new()
+        .merge(openapi::swagger())
         .fallback_service(normalized)
         .layer(axum::middleware::from_fn_with_state(auth, auth::check))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

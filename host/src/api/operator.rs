@@ -1,23 +1,36 @@
 //! Operator controls (embedded mode, `admin`): cancel a run, drain a driver's queue.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::runs::RunView;
 use super::{ApiError, EmbeddedState as AppState};
 use crate::backend::embedded::pipeline;
+use crate::conveyor::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/runs/{runid}/cancel", post(cancel))
-        .route("/drivers/{name}/drain", post(drain))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(cancel))
+        .routes(routes!(drain))
+}
+
+/// `POST /drivers/{name}/drain`'s body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Drained {
+    /// The driver.
+    driver: String,
+    /// How many events were removed.
+    drained: usize,
 }
 
 /// `POST /runs/{runid}/cancel`: its queued steps are dropped and a reconcile it has running
 /// is stopped at once (its result says `cancelled`); the run ends `cancelled`. 409 for a run
 /// that is already over.
+#[utoipa::path(operation_id = "operator_cancel", post, path = "/runs/{runid}/cancel", tag = "operator", params(("runid" = String, Path, description = "The run")),
+    responses((status = 200, description = "The cancelled run", body = RunView), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn cancel(
     State(s): State<AppState>,
     Path(runid): Path<String>,
@@ -50,10 +63,12 @@ async fn cancel(
 /// `POST /drivers/{name}/drain`: the driver's events that no reconcile has taken are removed;
 /// their steps fail (`drained by an operator`), which ends pipeline runs; reconciles in flight
 /// finish. Answers how many events were drained.
+#[utoipa::path(operation_id = "operator_drain", post, path = "/drivers/{name}/drain", tag = "operator", params(("name" = String, Path, description = "The driver")),
+    responses((status = 200, description = "How many events were drained", body = Drained), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn drain(
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Drained>, ApiError> {
     let why = format!("drained by an operator: the events of driver {name} were removed");
     let ids = s.store.waiting_since(&name, i64::MAX)?;
     let mut drained = 0;
@@ -68,7 +83,8 @@ async fn drain(
         drained += usize::from(removed);
     }
     tracing::warn!(driver = %name, drained, "driver queue drained");
-    Ok(Json(
-        serde_json::json!({ "driver": name, "drained": drained }),
-    ))
+    Ok(Json(Drained {
+        driver: name,
+        drained,
+    }))
 }

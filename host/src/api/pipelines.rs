@@ -1,20 +1,23 @@
 //! `/pipelines`: upstream's shapes, with GET, PUT and DELETE routed (upstream leaves them
 //! unrouted), 404 and 409 where upstream answers 500.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, Body, EmbeddedState as AppState};
-use crate::conveyor::Pipeline;
+use crate::conveyor::{ErrorBody, Pipeline};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/pipelines", get(list).post(create))
-        .route("/pipelines/{name}", get(read).put(replace).delete(remove))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, replace, remove))
 }
 
+#[utoipa::path(operation_id = "pipelines_create", post, path = "/pipelines", tag = "pipelines", request_body = Pipeline,
+    responses((status = 201, description = "Created", body = Pipeline), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn create(
     State(s): State<AppState>,
     Body(p): Body<Pipeline>,
@@ -22,10 +25,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(s.resources.create_pipeline(p)?)))
 }
 
+#[utoipa::path(operation_id = "pipelines_list", get, path = "/pipelines", tag = "pipelines",
+    responses((status = 200, description = "Every pipeline", body = Vec<Pipeline>), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn list(State(s): State<AppState>) -> Result<Json<Vec<Pipeline>>, ApiError> {
     Ok(Json(s.resources.pipelines()?))
 }
 
+#[utoipa::path(operation_id = "pipelines_read", get, path = "/pipelines/{name}", tag = "pipelines", params(("name" = String, Path, description = "The pipeline's name")),
+    responses((status = 200, description = "The pipeline", body = Pipeline), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn read(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -33,6 +40,8 @@ async fn read(
     Ok(Json(s.resources.pipeline(&name)?))
 }
 
+#[utoipa::path(operation_id = "pipelines_replace", put, path = "/pipelines/{name}", tag = "pipelines", params(("name" = String, Path, description = "The pipeline's name")), request_body = Pipeline,
+    responses((status = 200, description = "Replaced", body = Pipeline), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn replace(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -41,6 +50,8 @@ async fn replace(
     Ok(Json(s.resources.replace_pipeline(&name, p)?))
 }
 
+#[utoipa::path(operation_id = "pipelines_remove", delete, path = "/pipelines/{name}", tag = "pipelines", params(("name" = String, Path, description = "The pipeline's name")),
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn remove(
     State(s): State<AppState>,
     Path(name): Path<String>,

@@ -2,28 +2,28 @@
 //! the event they sent, so a client can follow its logs; update also names it as `runid` in
 //! its body.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, Body, EmbeddedState as AppState};
-use crate::conveyor::{CreatedResponse, Resource};
+use crate::conveyor::{CreatedResponse, ErrorBody, Resource};
 
 /// The header carrying the run id of an update or delete.
 pub const RUN_ID_HEADER: HeaderName = HeaderName::from_static("x-conveyor-run-id");
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/resources", post(create).get(list_without_type))
-        .route(
-            "/resources/{kind}/{name}",
-            get(read).put(update).delete(remove),
-        )
-        .route("/resources/{kind}/{name}/{version}", get(read_version))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list_without_type))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(read_version))
 }
 
+#[utoipa::path(operation_id = "resources_create", post, path = "/resources", tag = "resources", request_body = Resource,
+    responses((status = 201, description = "Created; its run is `runid`", body = CreatedResponse), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn create(
     State(s): State<AppState>,
     Body(res): Body<Resource>,
@@ -34,10 +34,14 @@ async fn create(
     ))
 }
 
+#[utoipa::path(operation_id = "resources_list_without_type", get, path = "/resources", tag = "resources",
+    responses((status = 400, description = "Upstream answers that a type is required", body = ErrorBody), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn list_without_type() -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "Resource type is required")
 }
 
+#[utoipa::path(operation_id = "resources_read", get, path = "/resources/{kind}/{name}", tag = "resources", params(("kind" = String, Path, description = "The resource's type"), ("name" = String, Path, description = "The resource's name")),
+    responses((status = 200, description = "The resource", body = Resource), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn read(
     State(s): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
@@ -45,6 +49,8 @@ async fn read(
     Ok(Json(s.resources.resource(&kind, &name)?))
 }
 
+#[utoipa::path(operation_id = "resources_read_version", get, path = "/resources/{kind}/{name}/{version}", tag = "resources", params(("kind" = String, Path, description = "The resource's type"), ("name" = String, Path, description = "The resource's name"), ("version" = String, Path, description = "A stored version")),
+    responses((status = 200, description = "That version of the resource", body = Resource), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn read_version(
     State(s): State<AppState>,
     Path((kind, name, version)): Path<(String, String, String)>,
@@ -52,6 +58,8 @@ async fn read_version(
     Ok(Json(s.resources.resource_version(&kind, &name, &version)?))
 }
 
+#[utoipa::path(operation_id = "resources_update", put, path = "/resources/{kind}/{name}", tag = "resources", params(("kind" = String, Path, description = "The resource's type"), ("name" = String, Path, description = "The resource's name")), request_body = Resource,
+    responses((status = 200, description = "Updated; the run of its `update` is `runid`", body = Updated, headers(("X-Conveyor-Run-Id" = String, description = "The run of the event sent"))), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn update(
     State(s): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
@@ -67,13 +75,15 @@ async fn update(
 
 /// The 200 body of `PUT`: the stored resource and the run of its `update` (upstream's PR
 /// #268 added `runid` after the snapshot this follows).
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct Updated {
     #[serde(flatten)]
     resource: Resource,
     runid: String,
 }
 
+#[utoipa::path(operation_id = "resources_remove", delete, path = "/resources/{kind}/{name}", tag = "resources", params(("kind" = String, Path, description = "The resource's type"), ("name" = String, Path, description = "The resource's name")),
+    responses((status = 204, description = "Deleted", headers(("X-Conveyor-Run-Id" = String, description = "The run of the event sent"))), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn remove(
     State(s): State<AppState>,
     Path((kind, name)): Path<(String, String)>,

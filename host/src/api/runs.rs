@@ -1,14 +1,16 @@
 //! `/runs`: what became of each change: the run's status, its steps (driver, status,
 //! attempts, timings) and their results.
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, EmbeddedState as AppState};
+use crate::conveyor::ErrorBody;
 use crate::store::{RunFilter, RunRecord, StoredResult};
 
 /// Runs listed when the request names no `limit`.
@@ -16,15 +18,15 @@ const DEFAULT_LIMIT: u32 = 100;
 /// The most runs one request lists.
 const MAX_LIMIT: u32 = 1000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/runs", get(list))
-        .route("/runs/{runid}", get(read))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(read))
 }
 
 /// A run, with every result also listed flat under `results` (the shape before runs had
 /// steps, which clients may already read).
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct RunView {
     #[serde(flatten)]
     run: RunRecord,
@@ -38,6 +40,8 @@ impl From<RunRecord> for RunView {
     }
 }
 
+#[utoipa::path(operation_id = "runs_read", get, path = "/runs/{runid}", tag = "runs", params(("runid" = String, Path, description = "The run")),
+    responses((status = 200, description = "The run", body = RunView), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn read(
     State(s): State<AppState>,
     Path(runid): Path<String>,
@@ -51,7 +55,8 @@ async fn read(
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// The resource's name.
     resource: Option<String>,
@@ -67,6 +72,8 @@ struct ListQuery {
 
 /// `GET /runs`: newest first, a page at a time; a full page carries the cursor of the next
 /// one in `X-Conveyor-Next-After`.
+#[utoipa::path(operation_id = "runs_list", get, path = "/runs", tag = "runs", params(ListQuery),
+    responses((status = 200, description = "Runs, newest first", body = Vec<RunView>, headers(("X-Conveyor-Next-After" = String, description = "The cursor of the next page, on a full page"))), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn list(
     State(s): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,

@@ -12,7 +12,9 @@ use crate::result::{Outcome, RunResult};
 use crate::wasm::FailureKind;
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// No step has started yet.
@@ -82,7 +84,7 @@ impl FromStr for RunStatus {
 }
 
 /// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StepStatus {
     /// A pipeline step whose turn has not come.
@@ -188,7 +190,7 @@ pub struct RunEnded {
 }
 
 /// A run as stored, with its steps.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// The run id.
     pub runid: String,
@@ -215,7 +217,7 @@ pub struct RunRecord {
 }
 
 /// One step of a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StepRecord {
     /// Its position, from 1.
     pub step: u32,
@@ -257,7 +259,7 @@ pub struct RunFilter {
 }
 
 /// A driver's final result, as stored: the result and the run's step it ended (1-based).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredResult {
     /// The result.
     #[serde(flatten)]
