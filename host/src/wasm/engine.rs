@@ -1,6 +1,8 @@
 //! The one wasmtime `Engine` of the host: the pooling instance allocator, sized to the
 //! configured concurrency, and a single epoch ticker that drives every deadline.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -47,7 +49,38 @@ pub fn build(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// Starts the engine's single epoch ticker. It stops by itself once the engine is dropped.
+/// Guests whose store can run now (in this process, every engine together): the tickers
+/// sleep while there are none, so an idle host wakes no thread a hundred times a second.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static WAKE_LOCK: Mutex<()> = Mutex::new(());
+static WAKE: Condvar = Condvar::new();
+
+/// How long an idle ticker sleeps before it looks again (and notices a dropped engine).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
+/// Held while a guest's store exists: the epoch ticks for as long as any is held. Every
+/// store that runs guest code must hold one, or its deadlines would not advance.
+pub(crate) struct Ticking(());
+
+impl Ticking {
+    pub(crate) fn start() -> Ticking {
+        if RUNNING.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Under the lock, so that a ticker between its look and its wait still hears it.
+            let _lock = WAKE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            WAKE.notify_all();
+        }
+        Ticking(())
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts the engine's single epoch ticker: every [`EPOCH_TICK`] while a guest may run, and
+/// asleep otherwise. It stops by itself once the engine is dropped.
 pub fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let engine = engine.weak();
     std::thread::Builder::new()
@@ -57,6 +90,12 @@ pub fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);
+                if RUNNING.load(Ordering::Acquire) == 0 {
+                    let lock = WAKE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = WAKE.wait_timeout_while(lock, IDLE_LOOK, |()| {
+                        RUNNING.load(Ordering::Acquire) == 0
+                    });
+                }
             }
         })
         .map(drop)

@@ -407,6 +407,8 @@ impl Sandbox {
             };
         let denials = Denials::default();
         let limit = usize::try_from(budget.memory).unwrap_or(usize::MAX);
+        // The epoch ticks while this store lives (declared first, so dropped after it).
+        let _ticking = super::engine::Ticking::start();
         let mut store = Store::new(
             &self.engine,
             RunState {
