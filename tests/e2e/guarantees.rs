@@ -301,3 +301,36 @@ async fn a_removed_drivers_queued_events_wait_for_its_return() {
     assert_eq!(over["status"], "succeeded", "{over}");
     assert_eq!(over["results"].as_array().map(Vec::len), Some(1), "{over}");
 }
+
+/// A settlement that fails after its result is written (here: removing the event from the
+/// queue fails) stores no result: the result, the event's removal and the run's next state
+/// are one transaction. Once the store heals, the run ends with exactly one result.
+#[tokio::test]
+async fn a_settlement_that_fails_midway_stores_no_result() {
+    let dir = workdir(&["test-driver"]);
+    let host = Host::start(dir.path(), "");
+    host.define("test", json!({"type": "object"})).await;
+    let db = store_of(dir.path());
+    db.execute_batch(
+        "CREATE TRIGGER injected_fault BEFORE DELETE ON queue \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+    )
+    .expect("install the fault");
+    let run = host.create("test", "midway", json!({})).await;
+    support::wait_until(
+        Duration::from_secs(30),
+        "the refused settlement",
+        || async { host.log().contains("could not settle the event") },
+    )
+    .await;
+    let (_, during) = host.get(&format!("/runs/{run}")).await;
+    assert_eq!(
+        during["results"],
+        json!([]),
+        "a result outlived its transaction: {during}"
+    );
+    heal(&db);
+    let over = host.finished_run(&run, Duration::from_secs(30)).await;
+    assert_eq!(over["status"], "succeeded", "{over}");
+    assert_eq!(over["results"].as_array().map(Vec::len), Some(1), "{over}");
+}
