@@ -285,16 +285,11 @@ async fn steps_host() -> &'static Host {
 async fn a_waiting_process_event_survives_coalescing() {
     let host = steps_host().await;
     let first = create_piped(host, "mid", "twice", json!({"sleep_ms": 1000})).await;
-    support::wait_until(Duration::from_secs(30), "step 1 running", || async {
-        host.get(&format!("/runs/{first}")).await.1["steps"][0]["status"] == "running"
-    })
-    .await;
+    host.wait_for_run(&first, "/steps/0/status", "running")
+        .await;
     // Holds step-a for 4 s, so that the first run's step 3 (step-a again) has to wait.
     let blocker = create_piped(host, "blocker", "build", json!({"sleep_ms": 4000})).await;
-    support::wait_until(Duration::from_secs(30), "step 3 waiting", || async {
-        host.get(&format!("/runs/{first}")).await.1["steps"][2]["status"] == "queued"
-    })
-    .await;
+    host.wait_for_run(&first, "/steps/2/status", "queued").await;
     let response = reqwest::Client::new()
         .put(host.at("/resources/staged/mid"))
         .json(&json!({"spec": {"sleep_ms": 0}}))
@@ -317,12 +312,7 @@ async fn a_pipeline_change_keeps_the_steps_of_a_run_already_started() {
     let host = steps_host().await;
     create_pipeline(host, &pipeline("changing", &["step-a", "step-b", "step-c"])).await;
     let run = create_piped(host, "changes", "changing", json!({"sleep_ms": 500})).await;
-    support::wait_until(
-        Duration::from_secs(30),
-        "the first step running",
-        || async { host.get(&format!("/runs/{run}")).await.1["steps"][0]["status"] == "running" },
-    )
-    .await;
+    host.wait_for_run(&run, "/steps/0/status", "running").await;
     let (status, body) = host
         .put("/pipelines/changing", &pipeline("changing", &["step-c"]))
         .await;

@@ -693,10 +693,7 @@ async fn a_well_behaved_driver_is_served_while_a_loop_spins() {
     let looping = host
         .create("test", "spinning", json!({"action": "loop"}))
         .await;
-    support::wait_until(Duration::from_secs(30), "the loop to spin", || async {
-        host.get(&format!("/runs/{looping}")).await.1["status"] == "running"
-    })
-    .await;
+    host.wait_for_run(&looping, "/status", "running").await;
     assert_eq!(host.get("/health").await.0, 200);
     let sample = host
         .create("resource-1", "ok", json!({"delay_ms": 0}))
@@ -761,12 +758,7 @@ async fn crash() -> &'static Crash {
                 host.create("test", "slow", json!({"action": "sleep", "ms": 5000}))
                     .await,
             ];
-            support::wait_until(
-                Duration::from_secs(30),
-                "the slow run in flight",
-                || async { host.get(&format!("/runs/{}", runs[0])).await.1["status"] == "running" },
-            )
-            .await;
+            host.wait_for_run(&runs[0], "/status", "running").await;
             for i in 0..9 {
                 runs.push(
                     host.create("test", &format!("r{i}"), json!({"action": "ok"}))

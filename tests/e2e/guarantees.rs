@@ -149,10 +149,7 @@ async fn coalescing_keeps_the_event_in_flight_for_the_same_resource() {
     let created = host
         .create("test", "same", json!({"action": "sleep", "ms": 1000}))
         .await;
-    support::wait_until(Duration::from_secs(30), "the create in flight", || async {
-        host.get(&format!("/runs/{created}")).await.1["status"] == "running"
-    })
-    .await;
+    host.wait_for_run(&created, "/status", "running").await;
     let client = reqwest::Client::new();
     let mut updates = Vec::new();
     for lines in [2, 3] {
@@ -221,12 +218,7 @@ async fn hot_reload_finishes_in_flight_on_the_old_version_and_queued_on_the_new(
     let in_flight = host
         .create("test", "long", json!({"action": "sleep", "ms": 10_000}))
         .await;
-    support::wait_until(
-        Duration::from_secs(30),
-        "the reconcile in flight",
-        || async { host.get(&format!("/runs/{in_flight}")).await.1["status"] == "running" },
-    )
-    .await;
+    host.wait_for_run(&in_flight, "/status", "running").await;
     let mut queued = Vec::new();
     for i in 0..5 {
         queued.push(host.create("test", &format!("q{i}"), json!({})).await);
@@ -272,12 +264,7 @@ async fn a_removed_drivers_queued_events_wait_for_its_return() {
     let busy = host
         .create("test", "busy", json!({"action": "sleep", "ms": 2_000}))
         .await;
-    support::wait_until(
-        Duration::from_secs(30),
-        "the reconcile in flight",
-        || async { host.get(&format!("/runs/{busy}")).await.1["status"] == "running" },
-    )
-    .await;
+    host.wait_for_run(&busy, "/status", "running").await;
     let waiting = host.create("test", "waiting", json!({})).await;
     let file = drivers.join("test-driver.wasm");
     let bytes = std::fs::read(&file).expect("read the driver");

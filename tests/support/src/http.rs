@@ -130,6 +130,24 @@ impl Host {
         })
     }
 
+    /// Waits (30 s at most, then panics) until `GET /runs/{run_id}` has `status` at `pointer`
+    /// (a JSON pointer: `/status` for the run, `/steps/0/status` for its first step).
+    pub async fn wait_for_run(&self, run_id: &str, pointer: &str, status: &str) {
+        let within = Duration::from_secs(30);
+        let found = poll(within, Duration::from_millis(20), || async {
+            let (_, body) = self.get(&format!("/runs/{run_id}")).await;
+            if body.pointer(pointer).and_then(Value::as_str) == Some(status) {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        })
+        .await;
+        if let Err(body) = found {
+            panic!("run {run_id}: {pointer} not {status:?} within {within:?}: {body}");
+        }
+    }
+
     /// The stored log lines of a run.
     pub async fn logs(&self, run_id: &str) -> Vec<Value> {
         let (status, body) = self.get(&format!("/logs?runid={run_id}")).await;
