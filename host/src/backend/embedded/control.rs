@@ -578,7 +578,7 @@ impl ApiClient for Resources {
     }
 
     async fn create_resource(&self, json: &str) -> std::result::Result<Created, ClientError> {
-        Ok(Resources::create_resource(self, parse(json)?).await?.into())
+        client_create(self, json, None).await
     }
 
     async fn update_resource(
@@ -587,11 +587,7 @@ impl ApiClient for Resources {
         name: &str,
         json: &str,
     ) -> std::result::Result<String, ClientError> {
-        encode(
-            &Resources::update_resource(self, kind, name, parse(json)?)
-                .await?
-                .value,
-        )
+        client_update(self, kind, name, json, None).await
     }
 
     async fn get_resource_definition(
@@ -636,6 +632,30 @@ fn over_queued(tx: &Tx<'_>, origin: Option<&Origin>) -> crate::store::Result<Opt
     }))
 }
 
+/// A client's `create_resource`: the JSON read as upstream reads it, then the control plane.
+async fn client_create(
+    r: &Resources,
+    json: &str,
+    origin: Option<&Origin>,
+) -> std::result::Result<Created, ClientError> {
+    Ok(r.create_resource_as(parse(json)?, origin).await?.into())
+}
+
+/// A client's `update_resource`: returns the stored resource as JSON.
+async fn client_update(
+    r: &Resources,
+    kind: &str,
+    name: &str,
+    json: &str,
+    origin: Option<&Origin>,
+) -> std::result::Result<String, ClientError> {
+    encode(
+        &r.update_resource_as(kind, name, parse(json)?, origin)
+            .await?
+            .value,
+    )
+}
+
 /// The embedded client acting for one driver: reads as [`Resources`]; its writes carry the
 /// driver as their origin and are refused past its `queued_writes`.
 struct DriverWrites {
@@ -654,11 +674,7 @@ impl ApiClient for DriverWrites {
     }
 
     async fn create_resource(&self, json: &str) -> std::result::Result<Created, ClientError> {
-        Ok(self
-            .resources
-            .create_resource_as(parse(json)?, Some(&self.origin))
-            .await?
-            .into())
+        client_create(&self.resources, json, Some(&self.origin)).await
     }
 
     async fn update_resource(
@@ -667,11 +683,7 @@ impl ApiClient for DriverWrites {
         name: &str,
         json: &str,
     ) -> std::result::Result<String, ClientError> {
-        let change = self
-            .resources
-            .update_resource_as(kind, name, parse(json)?, Some(&self.origin))
-            .await?;
-        encode(&change.value)
+        client_update(&self.resources, kind, name, json, Some(&self.origin)).await
     }
 
     async fn get_resource_definition(
