@@ -446,6 +446,7 @@ async fn messages_decode_as_gos_decoder_over_nats() {
                          "metadata": null, "SPEC": {"action": "ok"}});
     let message = json!({"Event": "create", "PAYLOAD": payload.to_string(), "ID": null,
                          "Run_Id": "run-go-nats"});
+    conveyor.wait_for_consumer("test-driver").await;
     conveyor
         .publish_raw("resources.test", message.to_string().into_bytes())
         .await;
@@ -855,17 +856,18 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// A host with three drivers loaded and nothing to do writes no log line and uses under
-/// 0.5 % of a CPU over 60 s (its CPU time, not wall time).
+/// 0.5 % of a CPU over 20 s (its CPU time, not wall time: 10 ms of it at most, where a busy
+/// loop or a tight poll would cost seconds).
 #[test]
 fn an_idle_host_stays_idle() {
     let dir = workdir(&["sample-driver", "test-driver", "noop-driver"]);
     let host = spawn(dir.path(), "");
     let pid = host.pid().expect("a spawned host has a pid");
     // Let start-up work (the warnings about loaded drivers, the first scrape) finish.
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
     let log_before = host.log();
     let ticks_before = cpu_ticks(pid);
-    let window = Duration::from_secs(60);
+    let window = Duration::from_secs(20);
     std::thread::sleep(window);
     let ticks = cpu_ticks(pid) - ticks_before;
     let log_after = host.log();

@@ -14,6 +14,7 @@
 
 mod compat;
 mod control;
+mod dashboard;
 mod embedded;
 mod guarantees;
 mod nats;

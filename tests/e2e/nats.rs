@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::nats::{Conveyor, NatsServer, resource};
-use support::{Host, poll, wait_until};
+use support::{Host, poll};
 use tokio::sync::OnceCell;
 
 use crate::workdir;
@@ -17,16 +17,6 @@ fn nats_config(server: &NatsServer, extra: &str) -> String {
         "[events]\nsource = \"nats\"\nurl = \"{}\"\nack_wait = \"2s\"\n\n{extra}",
         server.url
     )
-}
-
-/// Waits (30 s at most) until the host has attached the driver's consumer.
-async fn wait_for_consumer(conveyor: &Conveyor, driver: &str) {
-    wait_until(
-        Duration::from_secs(30),
-        "condition not met within 30s",
-        || async { conveyor.ack_pending(driver).await == 0 },
-    )
-    .await;
 }
 
 /// Whether `check` holds within 30 s.
@@ -83,7 +73,7 @@ async fn resource_event() -> &'static ResourceEvent {
             let res = resource("resource-1", "app", json!({"delay_ms": 300}));
             // The consumer is created when the host attaches; wait for it so the message is
             // retained.
-            wait_for_consumer(&conveyor, "sample-driver").await;
+            conveyor.wait_for_consumer("sample-driver").await;
             let run = conveyor
                 .publish("resources.resource-1", "create", &res)
                 .await;
@@ -235,7 +225,7 @@ async fn pipeline_step() -> &'static PipelineStep {
         let server = NatsServer::start(dir.path());
         let conveyor = Conveyor::connect(&server.url).await;
         let host = Host::start(dir.path(), &nats_config(&server, ""));
-        wait_for_consumer(&conveyor, "test-driver").await;
+        conveyor.wait_for_consumer("test-driver").await;
 
         let mut res = resource("test", "step2", json!({"action": "ok"}));
         res["pipeline"] = json!("build");
@@ -310,7 +300,7 @@ async fn malformed() -> &'static Malformed {
             let server = NatsServer::start(dir.path());
             let conveyor = Conveyor::connect(&server.url).await;
             let host = Host::start(dir.path(), &nats_config(&server, ""));
-            wait_for_consumer(&conveyor, "test-driver").await;
+            conveyor.wait_for_consumer("test-driver").await;
 
             for body in [
                 b"this is not json".to_vec(),
@@ -387,7 +377,7 @@ async fn two_hosts_reconcile_each_event_exactly_once() {
     let config = nats_config(&server, "[defaults]\nconcurrency = 4\n");
     let _host_a = Host::start(dir_a.path(), &config);
     let _host_b = Host::start(dir_b.path(), &config);
-    wait_for_consumer(&conveyor, "test-driver").await;
+    conveyor.wait_for_consumer("test-driver").await;
 
     let mut runs = Vec::new();
     for i in 0..1000 {
@@ -418,7 +408,7 @@ async fn killing_one_of_two_hosts_loses_no_event() {
     let config = nats_config(&server, "[defaults]\nconcurrency = 4\n");
     let mut host_a = crate::spawn(dir_a.path(), &config);
     let host_b = Host::start(dir_b.path(), &config);
-    wait_for_consumer(&conveyor, "test-driver").await;
+    conveyor.wait_for_consumer("test-driver").await;
 
     let mut runs = Vec::new();
     for i in 0..400 {
@@ -464,7 +454,7 @@ async fn host_reconnects_after_a_nats_restart() {
         dir.path(),
         &nats_config(&server, "[defaults]\nconcurrency = 4\n"),
     );
-    wait_for_consumer(&conveyor, "test-driver").await;
+    conveyor.wait_for_consumer("test-driver").await;
 
     let mut runs = Vec::new();
     for i in 0..200 {

@@ -634,11 +634,7 @@ async fn nats_mode_client_calls_are_accepted_by_a_jwt_protected_api() {
             server.url, api.url
         ),
     );
-    // Upstream's streams keep a message only for consumers that exist when it is published.
-    support::wait_until(Duration::from_secs(30), "the driver's consumer", || async {
-        conveyor.ack_pending("test-driver").await == 0
-    })
-    .await;
+    conveyor.wait_for_consumer("test-driver").await;
     let probe = resource("test", "probe", json!({"action": "client"}));
     let run = conveyor.publish("resources.test", "create", &probe).await;
     let results = conveyor.results(1, Duration::from_secs(60)).await;
@@ -1169,7 +1165,8 @@ async fn a_driver_name_clash_goes_to_the_first_file() {
     );
 }
 
-/// An idle host with three drivers reads none of their files again over 30 s.
+/// An idle host with three drivers reads none of their files again over 10 s (more than
+/// three of the watcher's longest waits, `MAX_WAIT`).
 #[tokio::test]
 async fn an_idle_host_rereads_no_driver_file() {
     let dir = workdir(&["test-driver", "noop-driver", "sample-driver"]);
@@ -1193,7 +1190,7 @@ async fn an_idle_host_rereads_no_driver_file() {
     let before = loads(&list);
     assert_eq!(before.len(), 3, "{list}");
     assert!(before.iter().all(|(_, n)| *n == 1), "{before:?}");
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let (_, list) = host.get("/drivers").await;
     assert_eq!(loads(&list), before, "{list}");
 }

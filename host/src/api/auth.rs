@@ -221,7 +221,11 @@ fn canonical(path: &str) -> String {
 fn required(auth: &Auth, method: &Method, path: &str) -> Option<Role> {
     let path = canonical(path);
     let path = path.as_str();
-    if path.starts_with("/health") || (auth.open_metrics && path.starts_with("/metrics")) {
+    // The dashboard's files hold no data: the page signs in, then asks the API like any client.
+    if super::ui::is_asset(path)
+        || path.starts_with("/health")
+        || (auth.open_metrics && path.starts_with("/metrics"))
+    {
         return None;
     }
     if method == Method::GET || method == Method::HEAD {

@@ -1,17 +1,19 @@
 //! `/resource-definitions`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, Body, EmbeddedState as AppState};
+use super::{ApiError, Body, EmbeddedState as AppState, page};
 use crate::conveyor::{ErrorBody, ResourceDefinition};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create))
+        .routes(routes!(create, list))
         .routes(routes!(apply))
         .routes(routes!(read, replace, remove))
 }
@@ -25,6 +27,38 @@ async fn create(
         StatusCode::CREATED,
         Json(s.resources.create_definition(def)?),
     ))
+}
+
+/// A page of a list by name: at most `limit` (1 to 1,000, default 100) names after `after`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct NamePage {
+    limit: Option<u32>,
+    /// Only names after this one (the `X-Conveyor-Next-After` of the last page).
+    after: Option<String>,
+}
+
+impl NamePage {
+    /// The page asked for: (limit, cursor), or a 400.
+    pub(super) fn parse(
+        query: Result<Query<NamePage>, QueryRejection>,
+    ) -> Result<(u32, String), ApiError> {
+        let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+        Ok((page::ITEMS.limit(q.limit)?, q.after.unwrap_or_default()))
+    }
+}
+
+/// `GET /resource-definitions`: the definitions by name, a page at a time (upstream has no
+/// list route; the dashboard browses with this one).
+#[utoipa::path(operation_id = "definitions_list", get, path = "/resource-definitions", tag = "resource-definitions", params(NamePage),
+    responses((status = 200, description = "Definitions by name", body = Vec<ResourceDefinition>, headers(("X-Conveyor-Next-After" = String, description = "The cursor of the next page, on a full page"))), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
+async fn list(
+    State(s): State<AppState>,
+    query: Result<Query<NamePage>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (limit, after) = NamePage::parse(query)?;
+    let defs = s.resources.definitions(limit, &after)?;
+    Ok(page::respond(defs, limit, |d| d.name.clone()))
 }
 
 #[utoipa::path(operation_id = "definitions_apply", post, path = "/resource-definitions/apply", request_body = ResourceDefinition, tag = "resource-definitions", responses((status = 201, description = "Created or updated", body = ResourceDefinition), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]

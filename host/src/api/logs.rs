@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -31,7 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, Body, EmbeddedState as AppState};
+use super::{ApiError, Body, EmbeddedState as AppState, page};
 use crate::backend::LogPipeline;
 use crate::backend::embedded::logs::LogHub;
 use crate::conveyor::{ErrorBody, Log};
@@ -75,12 +74,11 @@ fn end_json(end: &RunEnded) -> String {
     .unwrap_or_default()
 }
 
-/// Lines `GET /logs` returns when the request names no `limit`.
-pub const DEFAULT_LOG_PAGE: u32 = 10_000;
-/// The most lines one `GET /logs` returns.
-pub const MAX_LOG_PAGE: u32 = 100_000;
-/// The response header naming the cursor of the next page: pass it as `after`.
-pub const NEXT_AFTER: HeaderName = HeaderName::from_static("x-conveyor-next-after");
+/// Lines `GET /logs` returns: 10,000 when the request names no `limit`, at most 100,000.
+pub const LOG_PAGE: page::Sizes = page::Sizes {
+    default: 10_000,
+    max: 100_000,
+};
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -107,13 +105,7 @@ async fn query(
     query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let limit = q.limit.unwrap_or(DEFAULT_LOG_PAGE);
-    if limit == 0 || limit > MAX_LOG_PAGE {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {MAX_LOG_PAGE}"),
-        ));
-    }
+    let limit = LOG_PAGE.limit(q.limit)?;
     let filter = LogFilter {
         run_id: non_empty(q.runid),
         driver: non_empty(q.driver),
@@ -122,14 +114,9 @@ async fn query(
         limit: Some(limit),
     };
     let lines = s.logs.query(&filter)?;
-    let next = (lines.len() == limit as usize)
-        .then(|| lines.last().map(|l| l.seq))
-        .flatten();
-    let body = Json(lines.into_iter().map(|l| l.log).collect::<Vec<Log>>());
-    Ok(match next {
-        Some(seq) => ([(NEXT_AFTER, HeaderValue::from(seq))], body).into_response(),
-        None => body.into_response(),
-    })
+    let last = lines.last().map(|l| l.seq.to_string()).unwrap_or_default();
+    let lines: Vec<Log> = lines.into_iter().map(|l| l.log).collect();
+    Ok(page::respond(lines, limit, |_| last.clone()))
 }
 
 /// `POST /logs`: stores a line sent by an outside producer (upstream's route), and streams it.

@@ -14,11 +14,13 @@ mod messages;
 mod metrics;
 mod openapi;
 mod operator;
+mod page;
 mod pipelines;
 mod resources;
 mod runs;
 mod serve;
 mod tls;
+mod ui;
 
 use std::sync::Arc;
 
@@ -119,7 +121,9 @@ pub fn app(
         .merge(auth::routes().with_state(auth.clone()))
         .split_for_parts();
     doc.merge(backend_doc);
-    let routes = openapi::finish(routes.merge(backend), doc).fallback(not_found);
+    let routes = openapi::finish(routes.merge(backend), doc)
+        .merge(ui::routes())
+        .fallback(not_found);
     // The normalization must run before routing, which a layer on a Router does not: it
     // wraps the whole router, served as the fallback of an outer one.
     let normalized =

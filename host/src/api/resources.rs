@@ -3,13 +3,15 @@
 //! its body.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, Body, EmbeddedState as AppState};
+use super::definitions::NamePage;
+use super::{ApiError, Body, EmbeddedState as AppState, page};
 use crate::conveyor::{CreatedResponse, ErrorBody, Resource};
 
 /// The header carrying the run id of an update or delete.
@@ -20,6 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create, list_without_type))
         .routes(routes!(read, update, remove))
         .routes(routes!(read_version))
+        .routes(routes!(list))
 }
 
 #[utoipa::path(operation_id = "resources_create", post, path = "/resources", tag = "resources", request_body = Resource,
@@ -38,6 +41,20 @@ async fn create(
     responses((status = 400, description = "Upstream answers that a type is required", body = ErrorBody), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
 async fn list_without_type() -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "Resource type is required")
+}
+
+/// `GET /resources/{type}`: the type's resources by name, a page at a time (in upstream's
+/// swagger, though its server never registered it).
+#[utoipa::path(operation_id = "resources_list", get, path = "/resources/{kind}", tag = "resources", params(("kind" = String, Path, description = "The resource type"), NamePage),
+    responses((status = 200, description = "The type's resources by name", body = Vec<Resource>, headers(("X-Conveyor-Next-After" = String, description = "The cursor of the next page, on a full page"))), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
+async fn list(
+    State(s): State<AppState>,
+    Path(kind): Path<String>,
+    query: Result<Query<NamePage>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (limit, after) = NamePage::parse(query)?;
+    let list = s.resources.resources_of(&kind, limit, &after)?;
+    Ok(page::respond(list, limit, |r| r.name.clone()))
 }
 
 #[utoipa::path(operation_id = "resources_read", get, path = "/resources/{kind}/{name}", tag = "resources", params(("kind" = String, Path, description = "The resource's type"), ("name" = String, Path, description = "The resource's name")),

@@ -4,19 +4,14 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, EmbeddedState as AppState};
+use super::{ApiError, EmbeddedState as AppState, page};
 use crate::conveyor::ErrorBody;
 use crate::store::{RunFilter, RunRecord, StoredResult};
-
-/// Runs listed when the request names no `limit`.
-const DEFAULT_LIMIT: u32 = 100;
-/// The most runs one request lists.
-const MAX_LIMIT: u32 = 1000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -84,13 +79,7 @@ async fn list(
         .map(|s| s.parse())
         .transpose()
         .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page::ITEMS.limit(q.limit)?;
     let filter = RunFilter {
         resource_type: non_empty(q.kind),
         resource_name: non_empty(q.resource),
@@ -99,14 +88,11 @@ async fn list(
         limit,
         after: non_empty(q.after),
     };
-    let runs = s.store.runs(&filter)?;
-    let next = (runs.len() == limit as usize)
-        .then(|| runs.last().map(|r| r.runid.clone()))
-        .flatten()
-        .and_then(|id| HeaderValue::from_str(&id).ok());
-    let body = Json(runs.into_iter().map(RunView::from).collect::<Vec<_>>());
-    Ok(match next {
-        Some(id) => ([(super::logs::NEXT_AFTER, id)], body).into_response(),
-        None => body.into_response(),
-    })
+    let runs: Vec<RunView> = s
+        .store
+        .runs(&filter)?
+        .into_iter()
+        .map(RunView::from)
+        .collect();
+    Ok(page::respond(runs, limit, |r| r.run.runid.clone()))
 }

@@ -18,12 +18,38 @@ fn json_row<T: serde::de::DeserializeOwned>(
     Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
 }
 
+fn json_rows<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>> {
+    let rows: Vec<String> = conn
+        .prepare_cached(sql)?
+        .query_map(params, |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows
+        .iter()
+        .map(|j| serde_json::from_str(j))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
 impl Store {
     // ---- resource definitions ----
 
     /// Reads a definition.
     pub fn definition(&self, name: &str) -> Result<Option<ResourceDefinition>> {
         self.read(|c| json_row(c, "SELECT json FROM definitions WHERE name = ?1", [name]))
+    }
+
+    /// Definitions by name, a page at a time: at most `limit`, named after `after`.
+    pub fn definitions(&self, limit: u32, after: &str) -> Result<Vec<ResourceDefinition>> {
+        self.read(|c| {
+            json_rows(
+                c,
+                "SELECT json FROM definitions WHERE name > ?1 ORDER BY name LIMIT ?2",
+                params![after, limit],
+            )
+        })
     }
 
     /// Inserts a definition; `false` when the name is taken.
@@ -81,16 +107,7 @@ impl Store {
 
     /// Every pipeline, by name.
     pub fn pipelines(&self) -> Result<Vec<Pipeline>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT json FROM pipelines ORDER BY name")?;
-            let rows: Vec<String> = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows
-                .iter()
-                .map(|j| serde_json::from_str(j))
-                .collect::<std::result::Result<_, _>>()?)
-        })
+        self.read(|c| json_rows(c, "SELECT json FROM pipelines ORDER BY name", []))
     }
 
     /// Inserts a pipeline; `false` when the name is taken.
@@ -126,6 +143,18 @@ impl Store {
     /// Reads the current state of a resource.
     pub fn resource(&self, kind: &str, name: &str) -> Result<Option<Resource>> {
         self.read(|c| read(c, kind, name))
+    }
+
+    /// The resources of one type by name, a page at a time: at most `limit`, named after
+    /// `after` (the primary key's order, so a page costs the same however many are stored).
+    pub fn resources_of(&self, kind: &str, limit: u32, after: &str) -> Result<Vec<Resource>> {
+        self.read(|c| {
+            json_rows(
+                c,
+                "SELECT json FROM resources WHERE type = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+                params![kind, after, limit],
+            )
+        })
     }
 
     /// Reads one version snapshot of a resource.

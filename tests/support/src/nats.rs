@@ -234,6 +234,18 @@ impl Conveyor {
         }
     }
 
+    /// Waits (30 s at most, then panics) until the host has attached `driver`'s consumer:
+    /// upstream's streams keep a message only for the consumers that exist when it is
+    /// published, so a test publishes after this.
+    pub async fn wait_for_consumer(&self, driver: &str) {
+        crate::wait_until(
+            Duration::from_secs(30),
+            &format!("{driver}'s consumer"),
+            || async { self.ack_pending(driver).await == 0 },
+        )
+        .await;
+    }
+
     /// Waits (`within` at most, then panics) until the `messages` stream holds no message:
     /// every driver message has been acked, so (results being published before their acks)
     /// every result that will ever come is already in the results stream.

@@ -125,6 +125,11 @@ impl Resources {
             .ok_or_else(|| definition_not_found(name))
     }
 
+    /// `GET /resource-definitions`: a page of definitions by name.
+    pub fn definitions(&self, limit: u32, after: &str) -> Result<Vec<ResourceDefinition>> {
+        Ok(self.store.definitions(limit, after)?)
+    }
+
     /// `PUT /resource-definitions/{name}`: replaces the definition; the name comes from the
     /// path and the id is kept.
     pub fn replace_definition(
@@ -230,6 +235,12 @@ impl Resources {
         self.store
             .resource(kind, name)?
             .ok_or_else(|| resource_not_found(kind, name))
+    }
+
+    /// `GET /resources/{type}`: a page of the type's resources by name (an unknown type has
+    /// none).
+    pub fn resources_of(&self, kind: &str, limit: u32, after: &str) -> Result<Vec<Resource>> {
+        Ok(self.store.resources_of(kind, limit, after)?)
     }
 
     /// `GET /resources/{type}/{name}/{version}`.
