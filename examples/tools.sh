@@ -9,6 +9,8 @@
 #   PyJWT, cryptography  a third-party implementation of upstream's JWTs, for the tests
 #   conveyor-py       upstream Conveyor's Python client, which the compatibility tests drive
 #   openapi-spec-validator  checks the host's /openapi.json, for the compatibility tests
+# and one Debian package, for the dashboard's tests: chromium (headless, driven over its
+# DevTools protocol).
 
 TOOLS_VENV="$PWD/.tools/venv"
 
@@ -85,4 +87,18 @@ tools_jwt() {
 tools_compat() {
     tools_pip conveyor-py 0.0.3
     tools_pip openapi-spec-validator 0.9.0
+}
+
+# Sets CHROMIUM to a Chromium for the dashboard's tests: $CHROMIUM if set, the one on PATH, or
+# Debian's package.
+tools_chromium() {
+    if [ -n "${CHROMIUM:-}" ] && [ -x "$CHROMIUM" ]; then
+        :
+    elif command -v chromium >/dev/null; then
+        CHROMIUM="$(command -v chromium)"
+    else
+        tools_apt --no-install-recommends chromium
+        CHROMIUM="$(command -v chromium)"
+    fi
+    export CHROMIUM
 }

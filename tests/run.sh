@@ -2,7 +2,8 @@
 # Runs every test of conveyor-host: formatting and lints, unit tests, and the end-to-end tests
 # (which build the example and test drivers for wasm32-wasip2 and start the real host).
 # Installs what it needs: the wasm32-wasip2 Rust target, nats-server, componentize-py, Node.js,
-# jco, PyJWT, and upstream's Python client with an OpenAPI validator (see examples/tools.sh).
+# jco, PyJWT, upstream's Python client with an OpenAPI validator, and Chromium for the
+# dashboard (see examples/tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,8 @@ tools_nats_server
 tools_polyglot
 tools_jwt
 tools_compat
-echo "==> using $("$NATS_SERVER" --version)"
+tools_chromium
+echo "==> using $("$NATS_SERVER" --version) and $("$CHROMIUM" --version 2>/dev/null)"
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

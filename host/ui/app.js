@@ -234,15 +234,11 @@ function signIn(reason) {
   input.focus();
 }
 
-/** Embedded mode serves runs; NATS mode only the drivers (its runs live in Conveyor). */
+/** Embedded mode serves runs; NATS mode only the drivers (its runs live in Conveyor). The
+ *  API's own document says which routes it serves. */
 async function detectMode() {
-  try {
-    await api('/runs?limit=1');
-    embedded = true;
-  } catch (err) {
-    if (err instanceof Refused && err.status === 404) embedded = false;
-    else throw err;
-  }
+  const { json } = await api('/openapi.json');
+  embedded = !!(json && json.paths && json.paths['/runs']);
 }
 
 // ---- drivers ------------------------------------------------------------------------------

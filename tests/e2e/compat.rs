@@ -136,6 +136,7 @@ fn every_route() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("GET", "/drivers", None),
         ("POST", "/resource-definitions", Some(def.clone())),
         ("POST", "/resource-definitions/apply", Some(def)),
+        ("GET", "/resource-definitions", None),
         ("GET", "/resource-definitions/test", None),
         (
             "PUT",
@@ -145,6 +146,7 @@ fn every_route() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("DELETE", "/resource-definitions/nope", None),
         ("POST", "/resources", Some(json!({"name": "x"}))),
         ("GET", "/resources", None),
+        ("GET", "/resources/test", None),
         ("GET", "/resources/test/nope", None),
         ("PUT", "/resources/test/nope", Some(json!({"spec": {}}))),
         ("DELETE", "/resources/test/nope", None),
@@ -584,7 +586,7 @@ async fn the_openapi_document_lists_every_route_served() {
     }
     for (method, path) in [
         ("GET", "/nope"),
-        ("GET", "/resources/a"),
+        ("GET", "/resources/a/b/c/d"),
         ("POST", "/runs/r/retry"),
         ("GET", "/logs/streams/d"),
         ("GET", "/drivers/d"),

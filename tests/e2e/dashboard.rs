@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::browser::{Browser, PageError};
+use support::nats::{Conveyor, NatsServer};
 use support::{Host, target_dir};
 use tokio::sync::OnceCell;
 
@@ -338,6 +339,15 @@ async fn pages(
     walk.driver_results = strings(&results);
     b.screenshot(&shots.join("resource.png")).await?;
 
+    // ---- every run so far, for the README ----
+    b.eval("location.hash = '#/runs'").await?;
+    b.wait_for(
+        "document.querySelectorAll('#runs tbody tr[data-run]').length === 3",
+        "the three runs",
+    )
+    .await?;
+    b.screenshot(&shots.join("runs-all.png")).await?;
+
     // ---- a narrow window ----
     b.resize(400, 800).await?;
     open_run(b, &run).await?;
@@ -495,4 +505,33 @@ async fn the_page_reports_no_error() {
         .filter(|e| !(e.source == "network" && e.text.contains("401")))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// In NATS mode the dashboard is the drivers page alone: the one part of the API that mode
+/// serves (its runs, resources and logs live in Conveyor).
+#[tokio::test]
+async fn nats_mode_shows_the_drivers_alone() {
+    let dir = workdir(&["test-driver"]);
+    let server = NatsServer::start(dir.path());
+    let _conveyor = Conveyor::connect(&server.url).await;
+    let host = Host::start(
+        dir.path(),
+        &format!("[events]\nsource = \"nats\"\nurl = \"{}\"\n", server.url),
+    );
+    let b = Browser::launch(1280, 900)
+        .await
+        .expect("a headless Chromium");
+    b.goto(&host.at("/ui/")).await.expect("the dashboard");
+    let seen = b
+        .wait_for(
+            "(rows => rows.length && [Array.from(document.querySelectorAll('#nav a')).map(a => a.textContent), rows])(Array.from(document.querySelectorAll('#drivers tbody tr')).map(r => r.dataset.driver + ' ' + r.querySelector('.status').dataset.status))",
+            "the drivers page",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    b.screenshot(&artefacts().join("nats-drivers.png"))
+        .await
+        .expect("a screenshot");
+    assert_eq!(seen, json!([["Drivers"], ["test-driver ready"]]));
+    assert!(b.errors().is_empty(), "{:#?}", b.errors());
 }

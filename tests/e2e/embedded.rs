@@ -454,6 +454,66 @@ async fn definition_apply_keeps_its_id_put_replaces_and_delete_removes() {
     assert_eq!(host.get("/resource-definitions/lifecycle").await.0, 404);
 }
 
+/// Follows a list route's pages of `limit` by `X-Conveyor-Next-After`: the names of each page.
+async fn pages(host: &Host, path: &str, limit: u32) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let response = reqwest::get(host.at(&format!("{path}?limit={limit}&after={after}")))
+            .await
+            .expect("GET a page");
+        assert_eq!(response.status(), 200, "{path}");
+        let next = response
+            .headers()
+            .get("x-conveyor-next-after")
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let page: Vec<Value> = response.json().await.expect("a JSON list");
+        out.push(
+            page.iter()
+                .map(|i| i["name"].as_str().unwrap_or_default().to_string())
+                .collect(),
+        );
+        match next {
+            Some(n) => after = n,
+            None => return out,
+        }
+        assert!(out.len() < 100, "no end to the pages of {path}");
+    }
+}
+
+/// `GET /resources/{type}` lists the type's resources by name, a page at a time, to the end.
+#[tokio::test]
+async fn a_types_resources_are_listed_page_by_page() {
+    let host = host().await;
+    host.define("listed", json!({"type": "object"})).await;
+    for name in ["c", "a", "e", "b", "d"] {
+        host.create("listed", name, json!({})).await;
+    }
+    assert_eq!(
+        pages(host, "/resources/listed", 2).await,
+        [vec!["a", "b"], vec!["c", "d"], vec!["e"]]
+    );
+    assert_eq!(host.get("/resources/listed?limit=0").await.0, 400);
+}
+
+/// `GET /resource-definitions` lists every definition by name across its pages.
+#[tokio::test]
+async fn definitions_are_listed_page_by_page() {
+    let host = host().await;
+    let all: Vec<String> = pages(host, "/resource-definitions", 1)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(all, sorted, "in order, each once");
+    for name in ["resource-1", "test", "pipe"] {
+        assert!(all.iter().any(|n| n == name), "{name} in {all:?}");
+    }
+}
+
 // ---- the client import, guest output, retries --------------------------------------------
 
 /// The `client` import reads the host's store.

@@ -305,6 +305,8 @@ fn guarded_routes() -> Vec<(reqwest::Method, &'static str, Option<Value>)> {
             ),
         ),
         (Method::POST, "/drivers/nobody/drain", None),
+        (Method::GET, "/resource-definitions", None),
+        (Method::GET, "/resources/test", None),
     ]
 }
 
@@ -345,6 +347,32 @@ async fn health_and_metrics_are_open() {
     assert_eq!(response.status(), 200);
 }
 
+/// The dashboard's three files need no credentials (the sign-in form is one of them), carry a
+/// policy that lets the page talk to this origin only, and hold no data; nothing else under
+/// `/ui/` is served.
+#[tokio::test]
+async fn the_dashboards_files_are_open_and_hold_no_data() {
+    let host = &guarded().await.host;
+    for path in ["/ui/", "/ui", "/ui/app.js", "/ui/app.css"] {
+        let response = reqwest::get(host.at(path))
+            .await
+            .expect("GET a dashboard file");
+        assert_eq!(response.status(), 200, "{path}");
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"),
+            "{path}: {policy}"
+        );
+        let body = response.text().await.unwrap_or_default();
+        assert!(!body.contains("test-driver"), "{path} holds data");
+    }
+    let (status, _) = support::http::send(reqwest::Client::new().get(host.at("/ui/drivers"))).await;
+    assert_eq!(status, 401);
+}
+
 /// How a route answered a token: refused (401 or 403, with the status) or let through.
 async fn answer(host: &Host, token: &str, route: usize) -> u16 {
     let (method, path, body) = guarded_routes().remove(route);
@@ -355,7 +383,7 @@ async fn answer(host: &Host, token: &str, route: usize) -> u16 {
 #[tokio::test]
 async fn a_read_token_reads_and_nothing_more() {
     let host = &guarded().await.host;
-    for route in 0..3 {
+    for route in [0, 1, 2, 7, 8] {
         assert_eq!(answer(host, READ, route).await, 200, "route {route}");
     }
     for route in 3..7 {
