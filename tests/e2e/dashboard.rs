@@ -375,16 +375,15 @@ async fn open_run(b: &Browser, run: &str) -> anyhow::Result<()> {
     .map(drop)
 }
 
-fn finished() -> impl std::future::Future<Output = &'static Walk> {
-    async {
-        let w = walk().await;
-        assert!(
-            w.stopped.is_none(),
-            "the walk stopped: {}",
-            w.stopped.as_deref().unwrap_or("")
-        );
-        w
-    }
+/// The walk, once it went all the way.
+async fn finished() -> &'static Walk {
+    let w = walk().await;
+    assert!(
+        w.stopped.is_none(),
+        "the walk stopped: {}",
+        w.stopped.as_deref().unwrap_or("")
+    );
+    w
 }
 
 /// A wrong token on the sign-in form shows the API's refusal.
