@@ -50,6 +50,9 @@ struct Walk {
     types: Vec<String>,
     /// Widest content at a 400 px window, next to the window's width.
     narrow: Option<(u64, u64)>,
+    /// From the top of the runs page, by keyboard alone: the focused element after two Tabs,
+    /// and the page Enter opened.
+    keyboard: Option<(String, String)>,
     /// Errors the page reported.
     errors: Vec<PageError>,
     /// Why the walk stopped early, if it did.
@@ -183,6 +186,26 @@ async fn pages(
         "the runs page after signing in",
     )
     .await?;
+
+    // ---- by keyboard: Tab past the skip link to the first page link, Enter opens it ----
+    // (A fresh load, so that focus starts at the top; the token stays in the tab.)
+    b.reload().await?;
+    b.wait_for("document.querySelector('#runs')", "the runs page, reloaded")
+        .await?;
+    b.press("Tab").await?;
+    b.press("Tab").await?;
+    let focused = b.eval("document.activeElement.textContent").await?;
+    b.press("Enter").await?;
+    let opened = b
+        .wait_for(
+            "location.hash !== '#/runs' && location.hash",
+            &format!("a page opened by Enter on {focused}"),
+        )
+        .await?;
+    walk.keyboard = Some((
+        focused.as_str().unwrap_or_default().to_string(),
+        opened.as_str().unwrap_or_default().to_string(),
+    ));
 
     // ---- drivers ----
     b.eval("location.hash = '#/drivers'").await?;
@@ -482,6 +505,16 @@ async fn resources_show_types_and_driver_results() {
     let w = finished().await;
     assert_eq!(w.types, ["resource-1", "test"]);
     assert_eq!(w.driver_results, ["sample-driver"]);
+}
+
+/// The pages are reachable by keyboard: the second Tab reaches the first page link (after
+/// the skip link), and Enter opens it.
+#[tokio::test]
+async fn the_pages_are_reachable_by_keyboard() {
+    assert_eq!(
+        finished().await.keyboard,
+        Some(("Drivers".to_string(), "#/drivers".to_string()))
+    );
 }
 
 /// At 400 px nothing is wider than the window.

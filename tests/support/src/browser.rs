@@ -160,6 +160,13 @@ impl Browser {
         for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
             browser.call(domain, json!({})).await?;
         }
+        // A headless page has no window focus; without it, key presses move no focus.
+        browser
+            .call(
+                "Emulation.setFocusEmulationEnabled",
+                json!({ "enabled": true }),
+            )
+            .await?;
         browser.resize(width, height).await?;
         Ok(browser)
     }
@@ -203,6 +210,18 @@ impl Browser {
             .map(drop)
     }
 
+    /// Reloads the page and waits for the new document to finish loading.
+    pub async fn reload(&self) -> Result<()> {
+        self.eval("window.__beforeReload = true").await?;
+        self.call("Page.reload", json!({})).await?;
+        self.wait_for(
+            "!window.__beforeReload && document.readyState === 'complete'",
+            "the page to reload",
+        )
+        .await
+        .map(drop)
+    }
+
     /// Evaluates `expression` in the page (awaiting a promise) and returns its value as JSON.
     pub async fn eval(&self, expression: &str) -> Result<Value> {
         let r = self
@@ -239,6 +258,26 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Presses and releases a key (`Tab`, `Enter`, ...) in the page, as a keyboard would.
+    pub async fn press(&self, key: &str) -> Result<()> {
+        let (code, text) = match key {
+            "Tab" => (9, ""),
+            "Enter" => (13, "\r"),
+            "Escape" => (27, ""),
+            other => bail!("press: no key code for {other}"),
+        };
+        for kind in ["keyDown", "keyUp"] {
+            let mut event = json!({
+                "type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code,
+            });
+            if kind == "keyDown" && !text.is_empty() {
+                event["text"] = text.into();
+            }
+            self.call("Input.dispatchKeyEvent", event).await?;
+        }
+        Ok(())
     }
 
     /// Saves a PNG of the viewport to `path`.
