@@ -1,0 +1,389 @@
+//! Embedded mode end to end, next to its floors, in one run.
+//!
+//! The host runs in this process (the real daemon: HTTP API, SQLite store, queue, manager,
+//! sandbox), with the no-op driver and then the sample driver logging five lines. A load
+//! generator in the same process (reqwest, `CLIENTS` connections) creates resources of the
+//! driver's type as fast as the API answers, for `EVENTS` events. Figures:
+//!
+//! - creates accepted per second, and their latency (p50, p99), with `GET /runs/{id}` timed
+//!   beside them (readers must not starve behind writers);
+//! - events completed per second end to end: from the first create sent to the last run
+//!   succeeded (its result stored, its event acked), read from `/metrics`;
+//! - the floors, measured in the same run: the same SQLite writes done directly (per event,
+//!   one transaction storing the resource, its version, its run and step and its queue row,
+//!   and one storing the result, the step's and run's status and removing the queue row; one
+//!   connection, cached statements, WAL, `synchronous=NORMAL`, the same disk), and the sandbox
+//!   loop with no store (`Sandbox::reconcile` of the same driver on two workers, log lines
+//!   only counted).
+//!
+//! Each figure is printed with its ratio to its floor; RSS at the end. Run:
+//! `cargo bench -p conveyor-host --bench embedded` (`EMBEDDED_BENCH_EVENTS` to change the count).
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use conveyor_host::bindings::Event;
+use conveyor_host::{
+    ApiClient, EngineSettings, Grants, Limits, Log, LogSink, NoClient, RunContext, RunLogger,
+    Sandbox, build_engine, start_epoch_ticker,
+};
+use serde_json::json;
+use support::Host;
+
+/// Concurrent HTTP clients creating resources.
+const CLIENTS: usize = 64;
+/// The driver's `concurrency`.
+const CONCURRENCY: u32 = 16;
+
+fn events() -> usize {
+    std::env::var("EMBEDDED_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+// ---- floor 1: the same SQLite writes, done directly ----------------------------------------
+
+/// Events a second through the store's two transactions per event, on one connection.
+fn sqlite_floor(dir: &Path, n: usize) -> rusqlite::Result<f64> {
+    let conn = rusqlite::Connection::open(dir.join("floor.db"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+         CREATE TABLE resources (type TEXT, name TEXT, json TEXT, PRIMARY KEY (type, name));
+         CREATE TABLE resource_versions (type TEXT, name TEXT, version TEXT, json TEXT,
+             PRIMARY KEY (type, name, version));
+         CREATE TABLE runs (runid TEXT PRIMARY KEY, type TEXT, name TEXT, status TEXT,
+             created_at TEXT);
+         CREATE TABLE steps (runid TEXT, step INTEGER, driver TEXT, status TEXT,
+             PRIMARY KEY (runid, step));
+         CREATE TABLE queue (seq INTEGER PRIMARY KEY, runid TEXT, driver TEXT, payload TEXT);
+         CREATE TABLE results (runid TEXT, step INTEGER, json TEXT, PRIMARY KEY (runid, step));",
+    )?;
+    let resource = json!({"id": "7b0c", "name": "bench", "resource": "noop",
+        "metadata": {"version": "1"}, "spec": {}})
+    .to_string();
+    let result = json!({"success": true, "message": "ok", "data": null}).to_string();
+    let start = Instant::now();
+    for i in 0..n {
+        let name = format!("r{i}");
+        let run = format!("{i:032x}");
+        let tx = conn.unchecked_transaction()?;
+        tx.prepare_cached("INSERT INTO resources VALUES ('noop', ?1, ?2)")?
+            .execute(rusqlite::params![name, resource])?;
+        tx.prepare_cached("INSERT INTO resource_versions VALUES ('noop', ?1, '1', ?2)")?
+            .execute(rusqlite::params![name, resource])?;
+        tx.prepare_cached("INSERT INTO runs VALUES (?1, 'noop', ?2, 'queued', 'now')")?
+            .execute(rusqlite::params![run, name])?;
+        tx.prepare_cached("INSERT INTO steps VALUES (?1, 1, 'noop-driver', 'queued')")?
+            .execute([&run])?;
+        tx.prepare_cached("INSERT INTO queue (runid, driver, payload) VALUES (?1, 'noop-driver', ?2)")?
+            .execute(rusqlite::params![run, resource])?;
+        tx.commit()?;
+        let tx = conn.unchecked_transaction()?;
+        tx.prepare_cached("INSERT INTO results VALUES (?1, 1, ?2)")?
+            .execute(rusqlite::params![run, result])?;
+        tx.prepare_cached("UPDATE steps SET status = 'succeeded' WHERE runid = ?1 AND step = 1")?
+            .execute([&run])?;
+        tx.prepare_cached("UPDATE runs SET status = 'succeeded' WHERE runid = ?1")?
+            .execute([&run])?;
+        tx.prepare_cached("DELETE FROM queue WHERE runid = ?1")?
+            .execute([&run])?;
+        tx.commit()?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+// ---- floor 2: the sandbox alone ------------------------------------------------------------
+
+#[derive(Default)]
+struct CountingSink(AtomicU64);
+
+impl LogSink for CountingSink {
+    fn write(&self, line: Log) {
+        black_box(line);
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Events a second through `Sandbox::reconcile` of `wasm` on two workers, no store.
+fn sandbox_floor(wasm: &Path, payload: &str, n: usize) -> anyhow::Result<f64> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let engine = build_engine(&EngineSettings {
+            pool_instances: 64,
+            max_memory: 64 << 20,
+        })?;
+        start_epoch_ticker(&engine)?;
+        let sandbox = Arc::new(Sandbox::new(engine.clone())?);
+        let component = wasmtime::component::Component::from_file(&engine, wasm)?;
+        let pre = Arc::new(sandbox.prepare(&component)?);
+        let sink = Arc::new(CountingSink::default());
+        let client: Arc<dyn ApiClient> = Arc::new(NoClient);
+        let limits = Limits {
+            timeout: Duration::from_secs(30),
+            cpu: Duration::from_secs(10),
+            memory: 64 << 20,
+            result_size: 1 << 20,
+            log_lines: 10_000,
+            log_bytes: 1 << 20,
+        };
+        let start = Instant::now();
+        let per_task = n / 16;
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (sandbox, pre, sink, client) =
+                (sandbox.clone(), pre.clone(), sink.clone(), client.clone());
+            let payload = payload.to_string();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let event = Event {
+                        name: "create".into(),
+                        payload: payload.clone(),
+                        run_id: "0123456789abcdef0123456789abcdef".into(),
+                        message_id: "0123456789abcdef01234567".into(),
+                        pipeline: None,
+                        attempt: 1,
+                    };
+                    let logger = RunLogger::new(sink.clone(), "bench", &event.run_id, None)
+                        .with_budget(10_000, 1 << 20);
+                    let ctx = RunContext {
+                        logger,
+                        client: client.clone(),
+                        grants: Grants::none(),
+                        cancel: Default::default(),
+                    };
+                    black_box(sandbox.reconcile(&pre, event, ctx, limits).await);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        Ok((per_task * 16) as f64 / start.elapsed().as_secs_f64())
+    })
+}
+
+// ---- the host --------------------------------------------------------------------------
+
+struct HostFigures {
+    creates_per_s: f64,
+    events_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    get_p50: Duration,
+    get_p99: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The host's successful reconciles of `driver` so far, from `/metrics`.
+async fn succeeded(client: &reqwest::Client, host: &Host, driver: &str) -> u64 {
+    let text = match client.get(host.at("/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0,
+    };
+    text.lines()
+        .filter(|l| {
+            l.starts_with("conveyor_reconciles_total")
+                && l.contains(&format!("driver=\"{driver}\""))
+                && l.contains("outcome=\"success\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn drive(host: &Host, kind: &str, driver: &str, spec: serde_json::Value, n: usize) -> HostFigures {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .expect("a client");
+    let before = succeeded(&client, host, driver).await;
+    let next = Arc::new(AtomicU64::new(0));
+    let batch = uuid::Uuid::new_v4().simple().to_string();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, next, url, batch, spec, kind) = (
+            client.clone(),
+            next.clone(),
+            host.at("/resources"),
+            batch.clone(),
+            spec.clone(),
+            kind.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut last_run = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n as u64 {
+                    return (latencies, last_run);
+                }
+                let body = json!({"name": format!("{batch}-{i}"), "resource": kind, "spec": spec});
+                let sent = Instant::now();
+                let response = client.post(&url).json(&body).send().await.expect("create");
+                assert_eq!(response.status(), 201, "create {i}");
+                let answer: serde_json::Value = response.json().await.expect("JSON");
+                latencies.push(sent.elapsed());
+                last_run = answer["runid"].as_str().map(str::to_string);
+            }
+        }));
+    }
+    // A reader beside the writers: one GET /runs/{id} at a time, of a run that exists.
+    let reader = {
+        let (client, host_url) = (client.clone(), host.at(""));
+        let first = client
+            .post(host.at("/resources"))
+            .json(&json!({"name": format!("{batch}-probe"), "resource": kind, "spec": spec}))
+            .send()
+            .await
+            .expect("probe");
+        let probe: serde_json::Value = first.json().await.expect("JSON");
+        let run = probe["runid"].as_str().unwrap_or_default().to_string();
+        let done = next.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while done.load(Ordering::Relaxed) < n as u64 {
+                let sent = Instant::now();
+                let r = client
+                    .get(format!("{host_url}/runs/{run}"))
+                    .send()
+                    .await
+                    .expect("GET /runs/{id}");
+                let _ = r.bytes().await;
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        })
+    };
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (l, _) = t.await.expect("a client");
+        latencies.extend(l);
+    }
+    let accepted = start.elapsed();
+    let mut gets = reader.await.expect("the reader");
+    // Every create's run (and the probe's) succeeded.
+    let target = before + n as u64 + 1;
+    loop {
+        if succeeded(&client, host, driver).await >= target {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "runs did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let completed = start.elapsed();
+    latencies.sort();
+    gets.sort();
+    HostFigures {
+        creates_per_s: n as f64 / accepted.as_secs_f64(),
+        events_per_s: n as f64 / completed.as_secs_f64(),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        get_p50: percentile(&gets, 0.50),
+        get_p99: percentile(&gets, 0.99),
+    }
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --benches` runs bench binaries without `--bench`: nothing to check here.
+        return Ok(());
+    }
+    let n = events();
+    let drivers = support::build_rust_drivers(&["noop-driver", "sample-driver"])?;
+    let scratch = support::tempdir();
+    println!("embedded mode, {n} events, {CLIENTS} HTTP clients, driver concurrency {CONCURRENCY}\n");
+
+    let sqlite = sqlite_floor(scratch.path(), n)?;
+    let noop_sandbox = sandbox_floor(
+        &drivers.join("noop_driver.wasm"),
+        r#"{"id":"1","name":"b","resource":"noop","metadata":{"version":"1"},"spec":{}}"#,
+        n,
+    )?;
+    let sample_sandbox = sandbox_floor(
+        &drivers.join("sample_driver.wasm"),
+        r#"{"id":"1","name":"b","resource":"resource-1","metadata":{"version":"1"},"spec":{"delay_ms":0}}"#,
+        n,
+    )?;
+    println!("floors");
+    println!("  SQLite, the same writes directly    {sqlite:>10.0} events/s");
+    println!("  sandbox alone, noop (2 workers)     {noop_sandbox:>10.0} events/s");
+    println!("  sandbox alone, 5 lines (2 workers)  {sample_sandbox:>10.0} events/s\n");
+
+    let dir = support::workdir(&["noop-driver", "sample-driver"]);
+    let host = Host::start(
+        dir.path(),
+        &format!("[defaults]\nconcurrency = {CONCURRENCY}\n"),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cases: [(&str, &str, &str, serde_json::Value, f64); 2] = [
+        ("noop", "noop", "noop-driver", json!({}), noop_sandbox),
+        (
+            "sample, 5 lines",
+            "resource-1",
+            "sample-driver",
+            json!({"delay_ms": 0}),
+            sample_sandbox,
+        ),
+    ];
+    runtime.block_on(async {
+        host.define("noop", json!({"type": "object"})).await;
+        host.define("resource-1", json!({"type": "object"})).await;
+    });
+    for (label, kind, driver, spec, sandbox) in cases {
+        // A short warm-up (connections, caches), then the measured run.
+        runtime.block_on(drive(&host, kind, driver, spec.clone(), 500));
+        let f = runtime.block_on(drive(&host, kind, driver, spec, n));
+        let floor = sqlite.min(sandbox);
+        println!("{label}");
+        println!(
+            "  creates accepted   {:>10.0} /s   {:>5.1} % of the SQLite floor",
+            f.creates_per_s,
+            100.0 * f.creates_per_s / sqlite
+        );
+        println!(
+            "  events end to end  {:>10.0} /s   {:>5.1} % of the SQLite floor, {:.1} % of the lower floor ({floor:.0}/s)",
+            f.events_per_s,
+            100.0 * f.events_per_s / sqlite,
+            100.0 * f.events_per_s / floor
+        );
+        println!("  create latency     p50 {}   p99 {}", ms(f.p50), ms(f.p99));
+        println!(
+            "  GET /runs/{{id}}     p50 {}   p99 {}   (beside the writers)\n",
+            ms(f.get_p50),
+            ms(f.get_p99)
+        );
+    }
+    println!("RSS at the end: {:.0} MiB", rss_mib());
+    Ok(())
+}
