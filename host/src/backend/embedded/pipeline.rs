@@ -179,6 +179,86 @@ pub fn cancel_run(tx: &Tx<'_>, run_id: &str, why: &str) -> Result<Option<bool>> 
     Ok(Some(true))
 }
 
+/// What [`retry_run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// No run has that id.
+    NotFound,
+    /// The run is not failed (its status): only failed runs are redelivered.
+    NotFailed(RunStatus),
+    /// The run failed without a step to deliver again (its pipeline was gone, say).
+    NoFailedStep,
+    /// These steps' events were queued again; the run is `running`.
+    Queued(Vec<u32>),
+}
+
+/// Delivers a failed run's failed steps again (an operator's redelivery of a dead letter):
+/// each gets its event queued anew as the next attempt of the same step, the pipeline steps
+/// its failure skipped get their turn back, and the run is `running` again. The step's
+/// earlier result stays stored; the new attempt's result is stored after it.
+pub fn retry_run(tx: &Tx<'_>, run_id: &str) -> Result<Retried> {
+    let Some((pipeline, status, run_event)) = runs::run_state(tx, run_id)? else {
+        return Ok(Retried::NotFound);
+    };
+    if status != RunStatus::Failed {
+        return Ok(Retried::NotFailed(status));
+    }
+    let Some((resource_type, resource_name)) = runs::resource_of(tx, run_id)? else {
+        return Ok(Retried::NotFound);
+    };
+    let failed: Vec<(u32, String)> = runs::steps(tx, run_id)?
+        .into_iter()
+        .filter(|(_, _, s, _)| *s == StepStatus::Failed)
+        .map(|(step, driver, _, _)| (step, driver))
+        .collect();
+    let mut queued = Vec::new();
+    for (step, driver) in failed {
+        let Some((event, attempts)) = runs::step_event(tx, run_id, step)? else {
+            continue;
+        };
+        // An entry step gets the change's own payload; a later pipeline step the resource as
+        // stored now, as it would have when its turn came.
+        let stored = runs::payload(tx, run_id)?;
+        let payload = if event == run_event {
+            stored
+        } else {
+            match resources::read(tx, &resource_type, &resource_name)? {
+                Some(current) => Some(serde_json::to_string(&current)?),
+                None => stored,
+            }
+        };
+        let Some(payload) = payload else {
+            continue;
+        };
+        queue::enqueue_again(
+            tx,
+            &NewEvent {
+                driver,
+                event,
+                run_id: run_id.to_string(),
+                message_id: conveyor::new_message_id(),
+                resource_type: resource_type.clone(),
+                resource_name: resource_name.clone(),
+                pipeline: pipeline.clone(),
+                payload,
+                step,
+                origin: None,
+            },
+            attempts,
+        )?;
+        runs::reopen_step(tx, run_id, step)?;
+        if pipeline.is_some() {
+            runs::unskip_after(tx, run_id, step)?;
+        }
+        queued.push(step);
+    }
+    if queued.is_empty() {
+        return Ok(Retried::NoFailedStep);
+    }
+    runs::reopen_run(tx, run_id)?;
+    Ok(Retried::Queued(queued))
+}
+
 /// Stores how a queued event ended, removes it and moves its run on. `false` when the event
 /// was no longer queued (nothing is written then).
 pub fn settle(tx: &Tx<'_>, id: i64, end: StepEnd<'_>) -> Result<bool> {
@@ -378,6 +458,7 @@ mod tests {
                 .collect(),
             failure: None,
             origin: None,
+            replay_of: None,
         }
     }
 
