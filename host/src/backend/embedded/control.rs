@@ -446,6 +446,13 @@ impl Resources {
             .store
             .run(run_id)?
             .ok_or_else(|| ServiceError::NotFound(format!("run {run_id} not found")))?;
+        if !original.status.is_final() {
+            // Its own events are still in flight: a replay would race them.
+            return Err(ServiceError::Conflict(format!(
+                "run {run_id} is {}: replay it once it is over",
+                original.status.as_str()
+            )));
+        }
         let payload = self.store.run_payload(run_id)?.ok_or_else(|| {
             ServiceError::Conflict(format!(
                 "run {run_id} was stored without its payload (by an older version of the \

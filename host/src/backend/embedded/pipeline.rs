@@ -579,6 +579,42 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_pipeline_step_is_delivered_again_as_its_next_attempt() {
+        let (_d, s) = store();
+        s.insert_resource(
+            &resource("a"),
+            &run("R", "a", Some("p"), "create", &["x", "y"]),
+        )
+        .unwrap();
+        let q = s.claim_next("x", 0).unwrap().unwrap();
+        assert_eq!(
+            s.write(|tx| retry_run(tx, "R")).unwrap(),
+            Retried::NotFailed(RunStatus::Running)
+        );
+        s.complete(q.id, &result_for(&q, false, "broken")).unwrap();
+        assert_eq!(s.run("R").unwrap().unwrap().steps[1].status, StepStatus::Skipped);
+        assert_eq!(s.write(|tx| retry_run(tx, "R")).unwrap(), Retried::Queued(vec![1]));
+        let run = s.run("R").unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.message, "");
+        assert_eq!(run.steps[0].status, StepStatus::Queued);
+        assert_eq!(run.steps[1].status, StepStatus::Pending, "its turn is back");
+        let q = s.claim_next("x", 0).unwrap().unwrap();
+        assert_eq!(q.attempt, 2, "the next attempt of the same step");
+        assert_eq!(q.event.event, "create");
+        assert_eq!(q.event.payload, serde_json::to_string(&resource("a")).unwrap());
+        s.complete(q.id, &result_for(&q, true, "ok")).unwrap();
+        let q = s.claim_next("y", 0).unwrap().unwrap();
+        s.complete(q.id, &result_for(&q, true, "ok")).unwrap();
+        assert_eq!(s.run("R").unwrap().unwrap().status, RunStatus::Succeeded);
+        assert_eq!(
+            s.write(|tx| retry_run(tx, "R")).unwrap(),
+            Retried::NotFailed(RunStatus::Succeeded)
+        );
+        assert_eq!(s.write(|tx| retry_run(tx, "nope")).unwrap(), Retried::NotFound);
+    }
+
+    #[test]
     fn a_failed_step_ends_the_pipeline() {
         let (_d, s) = store();
         s.insert_resource(
