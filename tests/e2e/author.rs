@@ -205,7 +205,7 @@ fn a_panic_is_expected_as_a_trap() {
 resource = { resource = "test", name = "p", spec = { action = "panic", message = "boom" } }
 [expect]
 outcome = "trap"
-message_matches = "^the driver panicked at .*boom"
+message_matches = "^the driver panicked: .*boom"
 "#,
         &[],
     );
@@ -255,16 +255,17 @@ async fn host_with_test_driver() -> (Host, tempfile::TempDir) {
     (host, dir)
 }
 
-/// Replaces the host's test driver with its second build and waits until it is loaded.
-async fn deploy_v2(host: &Host, dir: &Path) -> Vec<u8> {
+/// Replaces the host's test driver with its second build and waits until that one serves.
+async fn deploy_v2(host: &Host, dir: &Path) {
+    use sha2::Digest;
     let v2 = test_driver_v2();
+    let sha = hex::encode(sha2::Sha256::digest(&v2));
     drop_in(&dir.join("drivers"), "test-driver.wasm", &v2);
     host.wait_for_driver_list("the new version", |list| {
         support::http::find_driver(list, "test-driver")
-            .filter(|d| d["loads"].as_u64().is_some_and(|n| n >= 2))
+            .filter(|d| d["sha256"] == sha.as_str() && d["state"] == "ready")
     })
     .await;
-    v2
 }
 
 #[tokio::test]
