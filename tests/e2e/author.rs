@@ -145,9 +145,15 @@ count = 3
         out.contains(r#"- message: expected "not ok", got "ok""#),
         "{out}"
     );
-    assert!(out.contains(r#"- data.build: expected "v9", got "v1""#), "{out}");
+    assert!(
+        out.contains(r#"- data.build: expected "v9", got "v1""#),
+        "{out}"
+    );
     assert!(out.contains("- logs: expected 3 lines, got 2"), "{out}");
-    assert!(!out.contains("data.event"), "what matched is not listed: {out}");
+    assert!(
+        !out.contains("data.event"),
+        "what matched is not listed: {out}"
+    );
     assert!(out.ends_with("0 passed, 1 failed\n"), "{out}");
 }
 
@@ -190,7 +196,10 @@ spec = { size = 3 }
     // The same write past the definition's schema is refused as the host refuses it.
     let (code, out, _) = test_driver(&text.replace("size = 3 } } }", "size = 9 } } }"), &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("- outcome: expected success, got failure"), "{out}");
+    assert!(
+        out.contains("- outcome: expected success, got failure"),
+        "{out}"
+    );
     assert!(out.contains("Resource validation failed"), "{out}");
     assert!(
         out.contains("- resources: made/maker-made was not created or updated"),
@@ -271,7 +280,9 @@ async fn deploy_v2(host: &Host, dir: &Path) {
 #[tokio::test]
 async fn a_failed_run_becomes_a_fixture_that_passes_once_the_driver_is_fixed() {
     let (host, dir) = host_with_test_driver().await;
-    let run = host.create("test", "broken", json!({"action": "needs-v2"})).await;
+    let run = host
+        .create("test", "broken", json!({"action": "needs-v2"}))
+        .await;
     let failed = host.finished_run(&run, Duration::from_secs(30)).await;
     assert_eq!(failed["status"], "failed", "{failed}");
 
@@ -289,7 +300,10 @@ async fn a_failed_run_becomes_a_fixture_that_passes_once_the_driver_is_fixed() {
         path(&out),
     ]);
     assert_eq!(code, 1, "the unfixed driver fails it: {stdout}{err}");
-    assert!(stdout.contains("- outcome: expected success, got failure"), "{stdout}");
+    assert!(
+        stdout.contains("- outcome: expected success, got failure"),
+        "{stdout}"
+    );
 
     let v2 = dir.path().join("fixed.wasm");
     std::fs::write(&v2, test_driver_v2()).expect("write the fixed driver");
@@ -301,8 +315,13 @@ async fn a_failed_run_becomes_a_fixture_that_passes_once_the_driver_is_fixed() {
 #[tokio::test]
 async fn a_replay_is_a_new_run_of_the_first_event_on_the_version_loaded_now() {
     let (host, dir) = host_with_test_driver().await;
-    let run = host.create("test", "again", json!({"action": "needs-v2"})).await;
-    assert_eq!(host.finished_run(&run, Duration::from_secs(30)).await["status"], "failed");
+    let run = host
+        .create("test", "again", json!({"action": "needs-v2"}))
+        .await;
+    assert_eq!(
+        host.finished_run(&run, Duration::from_secs(30)).await["status"],
+        "failed"
+    );
     deploy_v2(&host, dir.path()).await;
 
     let (status, replay) = host.post(&format!("/runs/{run}/replay"), &json!({})).await;
@@ -327,8 +346,13 @@ async fn a_replay_is_a_new_run_of_the_first_event_on_the_version_loaded_now() {
 #[tokio::test]
 async fn a_redelivered_failed_step_runs_again_and_the_run_succeeds() {
     let (host, dir) = host_with_test_driver().await;
-    let run = host.create("test", "dead", json!({"action": "needs-v2"})).await;
-    assert_eq!(host.finished_run(&run, Duration::from_secs(30)).await["status"], "failed");
+    let run = host
+        .create("test", "dead", json!({"action": "needs-v2"}))
+        .await;
+    assert_eq!(
+        host.finished_run(&run, Duration::from_secs(30)).await["status"],
+        "failed"
+    );
     let (status, failed) = host.get("/runs?status=failed").await;
     assert_eq!(status, 200);
     assert!(
@@ -345,18 +369,26 @@ async fn a_redelivered_failed_step_runs_again_and_the_run_succeeds() {
     let done = host.finished_run(&run, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["steps"][0]["attempts"], 2, "a new attempt: {done}");
-    assert_eq!(done["steps"][0]["result"]["message"], "fixed in build v2", "{done}");
+    assert_eq!(
+        done["steps"][0]["result"]["message"], "fixed in build v2",
+        "{done}"
+    );
 }
 
 #[tokio::test]
 async fn a_run_that_did_not_fail_is_not_redelivered() {
     let (host, _dir) = host_with_test_driver().await;
     let run = host.create("test", "fine", json!({})).await;
-    assert_eq!(host.finished_run(&run, Duration::from_secs(30)).await["status"], "succeeded");
+    assert_eq!(
+        host.finished_run(&run, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
     let (status, body) = host.post(&format!("/runs/{run}/retry"), &json!({})).await;
     assert_eq!(status, 409, "{body}");
     assert!(
-        body["error"].as_str().is_some_and(|e| e.contains("is succeeded")),
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is succeeded")),
         "{body}"
     );
     let (status, _) = host.post("/runs/no-such-run/retry", &json!({})).await;

@@ -538,7 +538,11 @@ mod tests {
         // Both run drivers, with their secrets, on a stored spec: as much as cancelling.
         let a = auth();
         for path in ["/runs/r/replay", "/runs/r/retry", "/runs/r/cancel"] {
-            assert_eq!(required(&a, &Method::POST, path), Some(Role::Admin), "{path}");
+            assert_eq!(
+                required(&a, &Method::POST, path),
+                Some(Role::Admin),
+                "{path}"
+            );
             assert_eq!(required(&a, &Method::GET, path), Some(Role::Read), "{path}");
         }
     }

@@ -135,15 +135,15 @@ impl Fixture {
             file: file.to_path_buf(),
             problem,
         };
-        let text = std::fs::read_to_string(file).map_err(|e| error(format!("cannot read it: {e}")))?;
+        let text =
+            std::fs::read_to_string(file).map_err(|e| error(format!("cannot read it: {e}")))?;
         Fixture::parse(&text, file).map_err(error)
     }
 
     /// Parses fixture text read from `file` (whose directory relative paths start from).
     pub fn parse(text: &str, file: &Path) -> Result<Fixture, String> {
-        let raw: FixtureFile = toml::from_str(text).map_err(|e| {
-            format!("not a valid fixture: {}", e.to_string().trim_end())
-        })?;
+        let raw: FixtureFile = toml::from_str(text)
+            .map_err(|e| format!("not a valid fixture: {}", e.to_string().trim_end()))?;
         let base = file.parent().unwrap_or(Path::new("."));
         let read_json = |what: &str, path: &Path| -> Result<Value, String> {
             let full = base.join(path);
@@ -159,7 +159,10 @@ impl Fixture {
                 return Err("give either `resource` or `resource_file`, not both".into());
             }
             (None, None) => {
-                return Err("no resource: give `resource` (a table) or `resource_file` (a JSON file)".into());
+                return Err(
+                    "no resource: give `resource` (a table) or `resource_file` (a JSON file)"
+                        .into(),
+                );
             }
         };
         require_object("resource", &resource, &["resource", "name"])?;
@@ -232,7 +235,11 @@ fn require_object(what: &str, v: &Value, keys: &[&str]) -> Result<(), String> {
         return Err(format!("{what} is not an object"));
     };
     for key in keys {
-        if !map.get(*key).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if !map
+            .get(*key)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
             return Err(format!("{what} has no `{key}`"));
         }
     }
@@ -286,12 +293,12 @@ version = "1"
     fn bad_fixtures_say_what_is_wrong() {
         let no_resource = parse("event = \"create\"").unwrap_err();
         assert!(no_resource.contains("no resource"), "{no_resource}");
-        let unknown = parse("resource = { resource = \"t\", name = \"a\" }\nbogus = 1").unwrap_err();
+        let unknown =
+            parse("resource = { resource = \"t\", name = \"a\" }\nbogus = 1").unwrap_err();
         assert!(unknown.contains("bogus"), "{unknown}");
-        let outcome = parse(
-            "resource = { resource = \"t\", name = \"a\" }\n[expect]\noutcome = \"fine\"",
-        )
-        .unwrap_err();
+        let outcome =
+            parse("resource = { resource = \"t\", name = \"a\" }\n[expect]\noutcome = \"fine\"")
+                .unwrap_err();
         assert!(outcome.contains("\"fine\" is not an outcome"), "{outcome}");
         let regex = parse(
             "resource = { resource = \"t\", name = \"a\" }\n[expect]\nmessage_matches = \"(\"",
@@ -307,6 +314,9 @@ version = "1"
     #[test]
     fn the_error_names_the_file() {
         let e = Fixture::read(Path::new("/nowhere/f.toml")).unwrap_err();
-        assert!(e.to_string().starts_with("/nowhere/f.toml: cannot read it"), "{e}");
+        assert!(
+            e.to_string().starts_with("/nowhere/f.toml: cannot read it"),
+            "{e}"
+        );
     }
 }

@@ -80,9 +80,10 @@ pub fn write_fixture(
         .ok_or_else(|| FromRunError::NoPayload(run_id.to_string()))?;
     let definition = store.definition(&run.resource_type)?;
 
-    let stem = out
-        .file_stem()
-        .map_or_else(|| "fixture".to_string(), |s| s.to_string_lossy().into_owned());
+    let stem = out.file_stem().map_or_else(
+        || "fixture".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
     let dir = out.parent().unwrap_or(Path::new(""));
     let write = |path: &Path, text: &str| {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -110,11 +111,7 @@ pub fn write_fixture(
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     let ended = match &step.result {
-        Some(r) => format!(
-            "{}: {}",
-            r.result.outcome,
-            one_line(&r.result.message)
-        ),
+        Some(r) => format!("{}: {}", r.result.outcome, one_line(&r.result.message)),
         None => format!("{}: {}", step.status.as_str(), one_line(&step.message)),
     };
     let mut text = String::new();
@@ -123,9 +120,20 @@ pub fn write_fixture(
         "# Made by `conveyor-host test --from-run {run_id}` from step {} ({driver}) of run {run_id}",
         step.step
     );
-    let _ = writeln!(text, "# ({} of {}/{}), which ended {ended}", run.event, run.resource_type, run.resource_name);
-    let _ = writeln!(text, "# It expects what the fix should bring: success. Edit as needed.");
-    let _ = writeln!(text, "event = {}", quote(step.event.as_deref().unwrap_or(&run.event)));
+    let _ = writeln!(
+        text,
+        "# ({} of {}/{}), which ended {ended}",
+        run.event, run.resource_type, run.resource_name
+    );
+    let _ = writeln!(
+        text,
+        "# It expects what the fix should bring: success. Edit as needed."
+    );
+    let _ = writeln!(
+        text,
+        "event = {}",
+        quote(step.event.as_deref().unwrap_or(&run.event))
+    );
     let _ = writeln!(text, "resource_file = {}", quote(&resource_file));
     if definition.is_some() {
         let _ = writeln!(text, "definition_files = [{}]", quote(&definition_file));

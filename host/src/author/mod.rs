@@ -92,7 +92,9 @@ pub async fn test(cmd: TestCommand) -> anyhow::Result<bool> {
         move |events: notify_debouncer_mini::DebounceEventResult| {
             let relevant = events.is_ok_and(|events| {
                 events.iter().any(|e| {
-                    e.path.extension().is_some_and(|x| x == "wasm" || x == "toml" || x == "json")
+                    e.path
+                        .extension()
+                        .is_some_and(|x| x == "wasm" || x == "toml" || x == "json")
                 })
             });
             if relevant {
@@ -102,7 +104,9 @@ pub async fn test(cmd: TestCommand) -> anyhow::Result<bool> {
         },
     )?;
     for dir in &watched {
-        debouncer.watcher().watch(dir, RecursiveMode::NonRecursive)?;
+        debouncer
+            .watcher()
+            .watch(dir, RecursiveMode::NonRecursive)?;
     }
     println!("watching {} for changes (Ctrl-C to stop)", list(&watched));
     loop {
@@ -237,7 +241,10 @@ fn fixture_files(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         } else if path.is_file() {
             out.push(path);
         } else {
-            return Err(format!("{}: no such fixture file or directory", path.display()));
+            return Err(format!(
+                "{}: no such fixture file or directory",
+                path.display()
+            ));
         }
     }
     Ok(out)

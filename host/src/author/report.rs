@@ -38,7 +38,10 @@ pub fn differences(expect: &Expect, ran: &Ran) -> Vec<String> {
     if let Some(re) = &expect.message_matches
         && !re.is_match(&ran.message)
     {
-        out.push(format!("message: expected a match of /{re}/, got {:?}", ran.message));
+        out.push(format!(
+            "message: expected a match of /{re}/, got {:?}",
+            ran.message
+        ));
     }
     if let Some(want) = &expect.data {
         subset("data", want, &ran.data, &mut out);
@@ -60,7 +63,11 @@ pub fn differences(expect: &Expect, ran: &Ran) -> Vec<String> {
                 .collect();
             out.push(format!(
                 "resources: {key} was not created or updated (written: {})",
-                if written.is_empty() { "nothing".to_string() } else { written.join(", ") }
+                if written.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    written.join(", ")
+                }
             ));
             continue;
         };
@@ -186,7 +193,10 @@ mod tests {
             pipeline: String::new(),
             timestamp: String::new(),
             message: message.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 

@@ -93,7 +93,9 @@ impl Tester {
         }
         .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
         let pre = self.sandbox.prepare(&compiled.component).map_err(|e| {
-            anyhow::anyhow!("{file}: it does not fit the conveyor:driver@0.1.0 `driver` world: {e:#}")
+            anyhow::anyhow!(
+                "{file}: it does not fit the conveyor:driver@0.1.0 `driver` world: {e:#}"
+            )
         })?;
         let logger = RunLogger::new(Arc::new(TracingSink), "test", "info", None);
         let info = self
@@ -116,14 +118,23 @@ impl Tester {
 
     /// Runs the fixture's event through the driver once (one delivery: a retry or a
     /// transient failure is the outcome, not delivered again).
-    pub async fn run(&self, driver: &TestDriver, fixture: &Fixture) -> Result<Ran, StoreSetupError> {
+    pub async fn run(
+        &self,
+        driver: &TestDriver,
+        fixture: &Fixture,
+    ) -> Result<Ran, StoreSetupError> {
         let policy = self.config.driver_settings(&driver.name).policy();
         let (store, payload) = FixtureStore::load(fixture, self.sandbox.clone()).await?;
         let lines = Arc::new(Lines::default());
         let run_id = crate::conveyor::new_run_id();
-        let logger = RunLogger::new(lines.clone(), &driver.name, &run_id, fixture.pipeline.as_deref())
-            .with_redactor(policy.grants.redactor.clone())
-            .with_budget(policy.limits.log_lines, policy.limits.log_bytes);
+        let logger = RunLogger::new(
+            lines.clone(),
+            &driver.name,
+            &run_id,
+            fixture.pipeline.as_deref(),
+        )
+        .with_redactor(policy.grants.redactor.clone())
+        .with_budget(policy.limits.log_lines, policy.limits.log_bytes);
         let recording = store.client(&driver.name, policy.client.queued_writes);
         let ctx = RunContext {
             logger: logger.clone(),

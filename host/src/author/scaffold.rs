@@ -137,9 +137,18 @@ fn files(name: &str, lang: Lang) -> Vec<File> {
     let mut out = vec![
         verbatim("wit/driver.wit", WIT),
         file("README.md", include_str!("templates/common/README.md")),
-        file("fixtures/create.toml", include_str!("templates/common/create.toml")),
-        file("resources/definition.json", include_str!("templates/common/definition.json")),
-        file("resources/resource.json", include_str!("templates/common/resource.json")),
+        file(
+            "fixtures/create.toml",
+            include_str!("templates/common/create.toml"),
+        ),
+        file(
+            "resources/definition.json",
+            include_str!("templates/common/definition.json"),
+        ),
+        file(
+            "resources/resource.json",
+            include_str!("templates/common/resource.json"),
+        ),
     ];
     match lang {
         Lang::Rust => out.extend([
@@ -147,7 +156,10 @@ fn files(name: &str, lang: Lang) -> Vec<File> {
             verbatim("Cargo.lock", CARGO_LOCK),
             file("src/lib.rs", include_str!("templates/rust/lib.rs")),
             script("build.sh", include_str!("templates/rust/build.sh")),
-            verbatim("conveyor-driver/Cargo.toml", include_str!("templates/rust/sdk.Cargo.toml")),
+            verbatim(
+                "conveyor-driver/Cargo.toml",
+                include_str!("templates/rust/sdk.Cargo.toml"),
+            ),
             // The SDK reads the WIT from `../wit`, beside its crate: the project's `wit/`.
             verbatim("conveyor-driver/src/lib.rs", RUST_SDK),
             verbatim(".gitignore", "/target\n*.wasm\n"),
@@ -163,7 +175,10 @@ fn files(name: &str, lang: Lang) -> Vec<File> {
             verbatim("conveyor-driver.js", JS_SDK),
             file("package.json", include_str!("templates/js/package.json")),
             file("build.mjs", include_str!("templates/js/build.mjs")),
-            verbatim("bundle.config.mjs", include_str!("templates/js/bundle.config.mjs")),
+            verbatim(
+                "bundle.config.mjs",
+                include_str!("templates/js/bundle.config.mjs"),
+            ),
             script("build.sh", include_str!("templates/js/build.sh")),
             verbatim(".gitignore", "node_modules/\n*.wasm\n"),
         ]),
@@ -218,12 +233,22 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let written = scaffold("hello", lang, dir.path()).unwrap();
             for f in [sdk, "wit/driver.wit", "fixtures/create.toml", "build.sh"] {
-                assert!(written.contains(&PathBuf::from(f)), "{lang:?}: {f} in {written:?}");
+                assert!(
+                    written.contains(&PathBuf::from(f)),
+                    "{lang:?}: {f} in {written:?}"
+                );
             }
             for f in &written {
                 let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
-                if !f.ends_with("driver.wit") && !f.ends_with("Cargo.lock") && *f != PathBuf::from(sdk) {
-                    assert!(!text.contains("{{"), "{lang:?}: {} left a placeholder", f.display());
+                if !f.ends_with("driver.wit")
+                    && !f.ends_with("Cargo.lock")
+                    && *f != PathBuf::from(sdk)
+                {
+                    assert!(
+                        !text.contains("{{"),
+                        "{lang:?}: {} left a placeholder",
+                        f.display()
+                    );
                 }
             }
             // The fixture reads.

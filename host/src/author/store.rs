@@ -15,10 +15,10 @@ use crate::conveyor::{Resource, ResourceDefinition};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::wasm::ApiClient;
+use crate::wasm::Sandbox;
 use crate::wasm::bindings::{ClientError, Created};
 use crate::wasm::cache::ComponentCache;
 use crate::wasm::imports::log::TracingSink;
-use crate::wasm::Sandbox;
 
 /// The schema of the definition added for the event's resource type when the fixture gives
 /// none: any object, so the event's resource can be stored and read back.
@@ -63,11 +63,17 @@ impl FixtureStore {
                 why: e.to_string(),
             }
         })?;
-        let registry = Arc::new(Registry::without_drivers(sandbox, cache, Arc::new(TracingSink)));
+        let registry = Arc::new(Registry::without_drivers(
+            sandbox,
+            cache,
+            Arc::new(TracingSink),
+        ));
         let resources = Arc::new(Resources::new(store, registry, Duration::ZERO));
-        let refused = |what: String| move |e: ServiceError| StoreSetupError::Refused {
-            what,
-            why: e.to_string(),
+        let refused = |what: String| {
+            move |e: ServiceError| StoreSetupError::Refused {
+                what,
+                why: e.to_string(),
+            }
         };
         let event: Resource = decode("resource", &fixture.resource)?;
         let mut defined_event_type = false;
@@ -90,7 +96,10 @@ impl FixtureStore {
         for (i, r) in fixture.resources.iter().enumerate() {
             let what = format!("resources[{}]", i + 1);
             let res: Resource = decode(&what, r)?;
-            resources.create_resource(res).await.map_err(refused(what))?;
+            resources
+                .create_resource(res)
+                .await
+                .map_err(refused(what))?;
         }
         resources
             .create_resource(event.clone())
@@ -104,7 +113,9 @@ impl FixtureStore {
             payload.id = stored.id.clone();
         }
         if !payload.metadata.contains_key("version") {
-            payload.metadata.insert("version".into(), stored.version().to_string());
+            payload
+                .metadata
+                .insert("version".into(), stored.version().to_string());
         }
         let payload = serde_json::to_string(&payload).map_err(|e| StoreSetupError::Refused {
             what: "resource".into(),
@@ -150,7 +161,10 @@ pub struct Recording {
 impl Recording {
     /// The resources written through this client, each once, in the order first written.
     pub fn written(&self) -> Vec<(String, String)> {
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn note(&self, kind: &str, name: &str) {
@@ -172,13 +186,22 @@ impl ApiClient for Recording {
         // The control plane accepted it, so it is JSON with a type.
         let kind = serde_json::from_str::<Value>(json)
             .ok()
-            .and_then(|v| v.get("resource").and_then(Value::as_str).map(str::to_string))
+            .and_then(|v| {
+                v.get("resource")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .unwrap_or_default();
         self.note(&kind, &created.name);
         Ok(created)
     }
 
-    async fn update_resource(&self, kind: &str, name: &str, json: &str) -> Result<String, ClientError> {
+    async fn update_resource(
+        &self,
+        kind: &str,
+        name: &str,
+        json: &str,
+    ) -> Result<String, ClientError> {
         let updated = self.inner.update_resource(kind, name, json).await?;
         self.note(kind, name);
         Ok(updated)

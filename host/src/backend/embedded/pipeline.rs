@@ -592,8 +592,14 @@ mod tests {
             Retried::NotFailed(RunStatus::Running)
         );
         s.complete(q.id, &result_for(&q, false, "broken")).unwrap();
-        assert_eq!(s.run("R").unwrap().unwrap().steps[1].status, StepStatus::Skipped);
-        assert_eq!(s.write(|tx| retry_run(tx, "R")).unwrap(), Retried::Queued(vec![1]));
+        assert_eq!(
+            s.run("R").unwrap().unwrap().steps[1].status,
+            StepStatus::Skipped
+        );
+        assert_eq!(
+            s.write(|tx| retry_run(tx, "R")).unwrap(),
+            Retried::Queued(vec![1])
+        );
         let run = s.run("R").unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Running);
         assert_eq!(run.message, "");
@@ -602,7 +608,10 @@ mod tests {
         let q = s.claim_next("x", 0).unwrap().unwrap();
         assert_eq!(q.attempt, 2, "the next attempt of the same step");
         assert_eq!(q.event.event, "create");
-        assert_eq!(q.event.payload, serde_json::to_string(&resource("a")).unwrap());
+        assert_eq!(
+            q.event.payload,
+            serde_json::to_string(&resource("a")).unwrap()
+        );
         s.complete(q.id, &result_for(&q, true, "ok")).unwrap();
         let q = s.claim_next("y", 0).unwrap().unwrap();
         s.complete(q.id, &result_for(&q, true, "ok")).unwrap();
@@ -611,7 +620,10 @@ mod tests {
             s.write(|tx| retry_run(tx, "R")).unwrap(),
             Retried::NotFailed(RunStatus::Succeeded)
         );
-        assert_eq!(s.write(|tx| retry_run(tx, "nope")).unwrap(), Retried::NotFound);
+        assert_eq!(
+            s.write(|tx| retry_run(tx, "nope")).unwrap(),
+            Retried::NotFound
+        );
     }
 
     #[test]
