@@ -235,10 +235,10 @@ fn require_object(what: &str, v: &Value, keys: &[&str]) -> Result<(), String> {
         return Err(format!("{what} is not an object"));
     };
     for key in keys {
-        if !map
+        if map
             .get(*key)
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
+            .is_none_or(str::is_empty)
         {
             return Err(format!("{what} has no `{key}`"));
         }
