@@ -394,3 +394,86 @@ async fn a_run_that_did_not_fail_is_not_redelivered() {
     let (status, _) = host.post("/runs/no-such-run/retry", &json!({})).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_replay_for_one_driver_is_a_run_of_that_step_only() {
+    let (host, _dir) = host_with_test_driver().await;
+    let run = host.create("test", "one", json!({})).await;
+    assert_eq!(
+        host.finished_run(&run, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let (status, replay) = host
+        .post(
+            &format!("/runs/{run}/replay?driver=test-driver"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{replay}");
+    let steps = replay["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 1, "{replay}");
+    assert_eq!(steps[0]["driver"], "test-driver", "{replay}");
+    let new = replay["runid"].as_str().expect("runid");
+    let done = host.finished_run(new, Duration::from_secs(30)).await;
+    assert_eq!(done["results"][0]["data"]["event"], "create", "{done}");
+    assert_eq!(done["results"][0]["data"]["version"], "1", "{done}");
+    let (status, _) = host.post("/runs/no-such-run/replay", &json!({})).await;
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn watch_runs_again_when_a_fixture_changes() {
+    use std::io::{BufRead, BufReader};
+    let (_dir, file) =
+        fixture("resource = { resource = \"test\", name = \"w\" }\n[expect]\nmessage = \"ok\"\n");
+    let wasm = support::rust_driver("test-driver");
+    let mut child = Command::new(crate::host_bin())
+        .args(["test", "--watch", path(&wasm), path(&file)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn conveyor-host test --watch");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |wanted: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line == wanted => return,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no {wanted:?} line; the output: {seen:#?}");
+    };
+    wait_for("1 passed, 0 failed");
+    wait_for_watching(&rx);
+    std::fs::write(
+        &file,
+        "resource = { resource = \"test\", name = \"w\" }\n[expect]\nmessage = \"changed\"\n",
+    )
+    .expect("change the fixture");
+    wait_for("0 passed, 1 failed");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits for the line saying the watch has started, so a change after it is seen.
+fn wait_for_watching(rx: &std::sync::mpsc::Receiver<String>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("watching ") => return,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("the watch did not start");
+}

@@ -211,3 +211,73 @@ impl ApiClient for Recording {
         self.inner.get_resource_definition(name).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::author::fixture::Fixture;
+
+    fn sandbox() -> Arc<Sandbox> {
+        let engine = crate::wasm::engine::build(&crate::wasm::engine::EngineSettings {
+            pool_instances: 1,
+            max_memory: 16 << 20,
+        })
+        .unwrap();
+        Arc::new(Sandbox::new(engine).unwrap())
+    }
+
+    fn fixture(text: &str) -> Fixture {
+        Fixture::parse(text, std::path::Path::new("/nowhere/f.toml")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_client_reads_and_writes_the_fixtures_store_with_the_hosts_validation() {
+        let f = fixture(
+            r#"
+resource = { resource = "t", name = "a", spec = { n = 1 } }
+[[definitions]]
+name = "t"
+schema = { type = "object", properties = { n = { type = "integer", maximum = 5 } } }
+[[resources]]
+resource = "t"
+name = "other"
+spec = { n = 2 }
+"#,
+        );
+        let (store, payload) = FixtureStore::load(&f, sandbox()).await.unwrap();
+        let sent: Resource = serde_json::from_str(&payload).unwrap();
+        assert_eq!(sent.version(), 1, "the stored copy's version");
+        assert!(!sent.id.is_empty());
+        let client = store.client("d", 10);
+        let other = client.get_resource("t", "other").await.unwrap();
+        assert!(other.contains("\"n\":2"), "{other}");
+        let refused = client
+            .create_resource(r#"{"resource":"t","name":"big","spec":{"n":9}}"#)
+            .await;
+        assert!(
+            matches!(&refused, Err(ClientError::Invalid(m)) if m.contains("Resource validation failed")),
+            "{refused:?}"
+        );
+        client
+            .update_resource("t", "other", r#"{"spec":{"n":3}}"#)
+            .await
+            .unwrap();
+        assert_eq!(client.written(), [("t".to_string(), "other".to_string())]);
+        assert_eq!(store.resource("t", "other").unwrap().version(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_resource_the_host_would_refuse_is_named() {
+        let f = fixture(
+            "resource = { resource = \"t\", name = \"a\", spec = { n = \"x\" } }\n\
+             [[definitions]]\nname = \"t\"\n\
+             schema = { type = \"object\", properties = { n = { type = \"integer\" } } }\n",
+        );
+        let e = FixtureStore::load(&f, sandbox()).await.err().unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("resource: Resource validation failed"),
+            "{e}"
+        );
+    }
+}
