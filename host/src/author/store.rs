@@ -21,8 +21,9 @@ use crate::wasm::cache::ComponentCache;
 use crate::wasm::imports::log::TracingSink;
 
 /// The schema of the definition added for the event's resource type when the fixture gives
-/// none: any object, so the event's resource can be stored and read back.
-const ANY_OBJECT: &str = r#"{"type": "object"}"#;
+/// none: any spec (a resource without one included), so the event's resource can be stored
+/// and read back.
+const ANY_SPEC: &str = "{}";
 
 /// A fixture's store and the control plane over it.
 pub struct FixtureStore {
@@ -84,7 +85,7 @@ impl FixtureStore {
             resources.create_definition(def).map_err(refused(what))?;
         }
         if !defined_event_type {
-            let schema: Value = serde_json::from_str(ANY_OBJECT).unwrap_or_default();
+            let schema: Value = serde_json::from_str(ANY_SPEC).unwrap_or_default();
             let def: ResourceDefinition = decode(
                 "the event's resource type",
                 &serde_json::json!({"name": event.resource, "schema": schema}),
