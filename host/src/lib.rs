@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod author;
 mod backend;
 mod check;
 mod clock;
@@ -35,6 +36,7 @@ mod wasm;
 #[cfg(test)]
 mod fuzz_tests;
 
+pub use author::{FromRun, Lang, TestCommand, new_project, test};
 pub use check::check;
 pub use config::{Config, ConfigError};
 pub use conveyor::Log;

@@ -32,6 +32,48 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Makes a driver project that builds with `./build.sh` and passes `conveyor-host test`:
+    /// the SDK and the WIT world (written from this binary), a sample driver, a resource
+    /// definition and resource, and a fixture.
+    New {
+        /// The driver's name (lowercase letters, digits and '-').
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: conveyor_host::Lang,
+        /// Where to make it (created; must be empty). Default: ./NAME.
+        dir: Option<PathBuf>,
+    },
+    /// Runs a driver's reconcile on fixture files in the host's sandbox, with no server: one
+    /// line per fixture, what differed, `N passed, N failed`; exits 1 when one failed.
+    Test {
+        /// The component file (`.wasm`).
+        wasm: PathBuf,
+        /// Fixture files (TOML), or directories of them. Default: ./fixtures.
+        fixtures: Vec<PathBuf>,
+        /// A host configuration file: the driver's budgets and grants under it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Runs again whenever the component or a fixture changes.
+        #[arg(long)]
+        watch: bool,
+        /// Makes a fixture of this stored run's step for the driver first (with --data-dir).
+        #[arg(long, requires = "data_dir")]
+        from_run: Option<String>,
+        /// The data directory of the host that stored the run.
+        #[arg(long, requires = "from_run")]
+        data_dir: Option<PathBuf>,
+        /// Where --from-run writes the fixture. Default: ./run-RUNID.toml.
+        #[arg(long, requires = "from_run")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// How a command ended, when it did not fail outright.
+enum Ended {
+    Ok,
+    /// `test`: a fixture failed.
+    TestsFailed,
 }
 
 fn main() -> ExitCode {
@@ -55,7 +97,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => {
                 let config = Config::load(&config)?;
-                conveyor_host::run(config).await
+                conveyor_host::run(config).await.map(|()| Ended::Ok)
             }
             Command::Check { file, config } => {
                 let loaded = match &config {
@@ -65,7 +107,46 @@ fn main() -> ExitCode {
                 let report =
                     conveyor_host::check(&file, loaded.as_ref().map(|(p, c)| (*p, c))).await?;
                 print!("{report}");
-                Ok(())
+                Ok(Ended::Ok)
+            }
+            Command::New { name, lang, dir } => {
+                let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+                let files = conveyor_host::new_project(&name, lang, &dir)?;
+                println!("made {} ({} files):", dir.display(), files.len());
+                for f in files {
+                    println!("  {}", f.display());
+                }
+                println!(
+                    "next: cd {} && ./build.sh && conveyor-host test {name}.wasm fixtures/create.toml",
+                    dir.display()
+                );
+                Ok(Ended::Ok)
+            }
+            Command::Test {
+                wasm,
+                fixtures,
+                config,
+                watch,
+                from_run,
+                data_dir,
+                out,
+            } => {
+                let from_run = from_run.zip(data_dir).map(|(run_id, data_dir)| {
+                    conveyor_host::FromRun {
+                        run_id,
+                        data_dir,
+                        out,
+                    }
+                });
+                let passed = conveyor_host::test(conveyor_host::TestCommand {
+                    wasm,
+                    fixtures,
+                    config,
+                    watch,
+                    from_run,
+                })
+                .await?;
+                Ok(if passed { Ended::Ok } else { Ended::TestsFailed })
             }
         }
     });
@@ -74,7 +155,8 @@ fn main() -> ExitCode {
     // cleanly, so do not wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ended::Ok) => ExitCode::SUCCESS,
+        Ok(Ended::TestsFailed) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

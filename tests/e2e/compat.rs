@@ -169,6 +169,8 @@ fn every_route() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("GET", "/runs", None),
         ("GET", "/runs/nope", None),
         ("POST", "/runs/nope/cancel", None),
+        ("POST", "/runs/nope/replay", None),
+        ("POST", "/runs/nope/retry", None),
         ("POST", "/drivers/nope/drain", None),
         (
             "POST",
@@ -587,7 +589,7 @@ async fn the_openapi_document_lists_every_route_served() {
     for (method, path) in [
         ("GET", "/nope"),
         ("GET", "/resources/a/b/c/d"),
-        ("POST", "/runs/r/retry"),
+        ("POST", "/runs/r/restart"),
         ("GET", "/logs/streams/d"),
         ("GET", "/drivers/d"),
     ] {

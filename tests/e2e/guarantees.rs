@@ -183,7 +183,7 @@ async fn coalescing_keeps_the_event_in_flight_for_the_same_resource() {
 }
 
 /// The test driver as a second version: its build marker patched from `v1` to `v2`.
-fn test_driver_v2() -> Vec<u8> {
+pub(crate) fn test_driver_v2() -> Vec<u8> {
     let mut bytes = std::fs::read(support::rust_driver("test-driver")).expect("read test-driver");
     let marker = b"conveyor-test-build:v1";
     let at: Vec<usize> = bytes
@@ -202,7 +202,7 @@ fn test_driver_v2() -> Vec<u8> {
 }
 
 /// Writes a file beside the target and renames it into place, as a deploy would.
-fn drop_in(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+pub(crate) fn drop_in(dir: &std::path::Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).expect("write the new file");
     std::fs::rename(&tmp, dir.join(name)).expect("rename it into place");

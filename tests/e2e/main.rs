@@ -12,6 +12,7 @@
 //! each test using resources of its own), or a scenario run once whose observations each test
 //! checks its part of. Either way a test runs alone or in any order.
 
+mod author;
 mod compat;
 mod control;
 mod dashboard;

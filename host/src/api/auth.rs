@@ -538,6 +538,20 @@ mod tests {
     }
 
     #[test]
+    fn replaying_and_redelivering_a_run_need_admin() {
+        // Both run drivers, with their secrets, on a stored spec: as much as cancelling.
+        let a = auth();
+        for path in ["/runs/r/replay", "/runs/r/retry", "/runs/r/cancel"] {
+            assert_eq!(
+                required(&a, &Method::POST, path),
+                Some(Role::Admin),
+                "{path}"
+            );
+            assert_eq!(required(&a, &Method::GET, path), Some(Role::Read), "{path}");
+        }
+    }
+
+    #[test]
     fn tokens_and_tickets_map_to_roles() {
         let a = auth();
         assert_eq!(a.token_role("write-token-0123456789"), Some(Role::Write));

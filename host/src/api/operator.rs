@@ -1,7 +1,10 @@
-//! Operator controls (embedded mode, `admin`): cancel a run, drain a driver's queue.
+//! Operator controls (embedded mode, `admin`): cancel a run, drain a driver's queue, replay a
+//! run, and deliver a failed run's failed steps again (failed runs are the dead letters:
+//! `GET /runs?status=failed` lists them).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,6 +18,72 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(cancel))
         .routes(routes!(drain))
+        .routes(routes!(replay))
+        .routes(routes!(retry))
+}
+
+/// `POST /runs/{runid}/replay`'s query.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ReplayQuery {
+    /// Only this driver gets the event (a run of one step).
+    driver: Option<String>,
+}
+
+/// `POST /runs/{runid}/replay`: a new run of the run's first event (its stored event name and
+/// payload) on the driver versions loaded now, with `replay_of` naming the original; only for
+/// `driver` when given. 201 with the new run, 404 for an unknown run.
+#[utoipa::path(operation_id = "operator_replay", post, path = "/runs/{runid}/replay", tag = "operator", params(("runid" = String, Path, description = "The run to replay"), ReplayQuery),
+    responses((status = 201, description = "The new run", body = RunView), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
+async fn replay(
+    State(s): State<AppState>,
+    Path(runid): Path<String>,
+    query: Result<Query<ReplayQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let driver = q.driver.filter(|d| !d.is_empty());
+    let new = s.resources.replay(&runid, driver.as_deref()).await?;
+    tracing::info!(%runid, replay = %new, "run replayed");
+    let run = s
+        .store
+        .run(&new)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("run {new} not found")))?;
+    Ok((StatusCode::CREATED, Json(run.into())))
+}
+
+/// `POST /runs/{runid}/retry`: delivers a failed run's failed steps again, as the next
+/// attempt of each in the same run (on the driver version loaded now); the run is `running`
+/// again. 200 with the run, 404 for an unknown run, 409 for a run that is not failed.
+#[utoipa::path(operation_id = "operator_retry", post, path = "/runs/{runid}/retry", tag = "operator", params(("runid" = String, Path, description = "The failed run")),
+    responses((status = 200, description = "The run, running again", body = RunView), (status = "4XX", description = "Refused: `{\"error\": \"...\"}`", body = ErrorBody), (status = "5XX", description = "Failed", body = ErrorBody)))]
+async fn retry(
+    State(s): State<AppState>,
+    Path(runid): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    let retried = s.store.write(|tx| pipeline::retry_run(tx, &runid))?;
+    match retried {
+        pipeline::Retried::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run {runid} not found"),
+        )),
+        pipeline::Retried::NotFailed(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "run {runid} is {}: only failed runs are delivered again",
+                status.as_str()
+            ),
+        )),
+        pipeline::Retried::NoFailedStep => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {runid} failed before any step ran: there is nothing to deliver again"),
+        )),
+        pipeline::Retried::Queued(steps) => {
+            tracing::info!(%runid, ?steps, "failed steps delivered again");
+            s.store.run(&runid)?.map(|r| Json(r.into())).ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("run {runid} not found"))
+            })
+        }
+    }
 }
 
 /// `POST /drivers/{name}/drain`'s body.

@@ -9,7 +9,7 @@
 //! - [`policy`]: each driver's limits, grants and retry policy, resolved from the config.
 
 mod cancel;
-mod client;
+pub(crate) mod client;
 pub mod policy;
 pub mod retry;
 mod run;

@@ -169,6 +169,19 @@ impl Registry {
         }
     }
 
+    /// A registry with no drivers directory: nothing is ever loading and no driver is loaded,
+    /// so changes are routed at once, to no driver. For a control plane that only answers a
+    /// driver's API client (`conveyor-host test`).
+    pub fn without_drivers(
+        sandbox: Arc<Sandbox>,
+        cache: ComponentCache,
+        sink: Arc<dyn LogSink>,
+    ) -> Registry {
+        let registry = Registry::new(Path::new(""), sandbox, cache, sink);
+        registry.initial_load.send_replace(true);
+        registry
+    }
+
     /// Waits, at most `max`, until every file found by [`Registry::load_all`] has been loaded
     /// or has failed; `false` when they are still loading after `max`. Free once they have.
     /// A change's events go to the drivers loaded when it is made, so whoever routes changes

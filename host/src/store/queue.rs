@@ -217,6 +217,17 @@ pub fn enqueue(tx: &Tx<'_>, events: &[NewEvent]) -> Result<()> {
     Ok(())
 }
 
+/// Enqueues one event that was delivered `attempts` times before (an operator's redelivery
+/// of a failed step), so that its next delivery counts as attempt `attempts + 1`.
+pub fn enqueue_again(tx: &Tx<'_>, event: &NewEvent, attempts: u32) -> Result<()> {
+    enqueue(tx, std::slice::from_ref(event))?;
+    tx.execute(
+        "UPDATE queue SET attempts = ?2 WHERE id = ?1",
+        params![tx.last_insert_rowid(), attempts],
+    )?;
+    Ok(())
+}
+
 /// How many events in the queue (waiting or in flight) belong to runs that `driver`'s writes
 /// through the API client started.
 pub fn queued_by(conn: &Connection, driver: &str) -> Result<u64> {

@@ -167,6 +167,8 @@ pub struct NewRun {
     pub failure: Option<String>,
     /// The driver whose write through the API client made the change, if one did.
     pub origin: Option<String>,
+    /// The run this one replays (`POST /runs/{runid}/replay`), if it is a replay.
+    pub replay_of: Option<String>,
 }
 
 /// One step of a new run.
@@ -212,6 +214,8 @@ pub struct RunRecord {
     pub started_at: Option<String>,
     /// When it reached its final status.
     pub finished_at: Option<String>,
+    /// The run this one replays, for a run started by `POST /runs/{runid}/replay`.
+    pub replay_of: Option<String>,
     /// Its steps, in order.
     pub steps: Vec<StepRecord>,
 }
@@ -282,8 +286,9 @@ fn stored_outcome(success: bool, outcome: &str) -> Outcome {
 pub fn insert_run(tx: &Tx<'_>, run: &NewRun) -> Result<()> {
     let now = crate::clock::now_rfc3339();
     tx.prepare_cached(
-        "INSERT INTO runs (run_id, resource_type, resource_name, pipeline, event, status, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+        "INSERT INTO runs (run_id, resource_type, resource_name, pipeline, event, status, created_at,
+                           payload, replay_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
     )?
     .execute(params![
         run.run_id,
@@ -291,7 +296,9 @@ pub fn insert_run(tx: &Tx<'_>, run: &NewRun) -> Result<()> {
         run.resource_name,
         run.pipeline,
         run.event,
-        now
+        now,
+        run.payload,
+        run.replay_of
     ])?;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO run_steps (run_id, step, name, driver, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
@@ -312,6 +319,63 @@ pub fn run_state(
         .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     Ok(row.map(|(p, s, e)| (p, s.parse().unwrap_or(RunStatus::Queued), e)))
+}
+
+/// The payload of a run's first event, as stored with the run; `None` for an unknown run or
+/// one stored before runs kept their payload.
+pub fn payload(conn: &Connection, run_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT payload FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// A run's resource type and name, if the run exists.
+pub fn resource_of(conn: &Connection, run_id: &str) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .prepare_cached("SELECT resource_type, resource_name FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// A step's event and attempts so far, if the run has that step and its turn came.
+pub fn step_event(conn: &Connection, run_id: &str, step: u32) -> Result<Option<(String, u32)>> {
+    let row: Option<(Option<String>, u32)> = conn
+        .prepare_cached("SELECT event, attempts FROM run_steps WHERE run_id = ?1 AND step = ?2")?
+        .query_row(params![run_id, step], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(e, a)| e.map(|e| (e, a))))
+}
+
+/// Opens a step again for another delivery: queued, its message and end cleared.
+pub fn reopen_step(tx: &Tx<'_>, run_id: &str, step: u32) -> Result<()> {
+    tx.execute(
+        "UPDATE run_steps SET status = 'queued', message = '', finished_at = NULL
+         WHERE run_id = ?1 AND step = ?2",
+        params![run_id, step],
+    )?;
+    Ok(())
+}
+
+/// Gives a pipeline's steps after `step` that were skipped when it failed their turn back
+/// (`pending`).
+pub fn unskip_after(tx: &Tx<'_>, run_id: &str, step: u32) -> Result<()> {
+    tx.execute(
+        "UPDATE run_steps SET status = 'pending', message = '', finished_at = NULL
+         WHERE run_id = ?1 AND step > ?2 AND status = 'skipped'",
+        params![run_id, step],
+    )?;
+    Ok(())
+}
+
+/// Sets a run that was over back to `running`, its message and end cleared.
+pub fn reopen_run(tx: &Tx<'_>, run_id: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE runs SET status = 'running', message = '', finished_at = NULL WHERE run_id = ?1",
+        params![run_id],
+    )?;
+    Ok(())
 }
 
 /// The driver of a run's step, if the run has that step.
@@ -541,6 +605,11 @@ impl Store {
         Ok(out)
     }
 
+    /// The payload of a run's first event ([`payload`]).
+    pub fn run_payload(&self, run_id: &str) -> Result<Option<String>> {
+        self.read(|c| payload(c, run_id))
+    }
+
     /// A run's status, if the run exists.
     pub fn run_status(&self, run_id: &str) -> Result<Option<RunEnded>> {
         let row: Option<(String, String)> = self.read(|c| {
@@ -593,6 +662,7 @@ fn legacy_run(run_id: &str, results: Vec<StoredResult>) -> Option<RunRecord> {
         created_at: first.started_at.clone(),
         started_at: Some(first.started_at),
         finished_at: results.iter().map(|r| r.result.finished_at.clone()).max(),
+        replay_of: None,
         steps: results
             .into_iter()
             .enumerate()
@@ -621,7 +691,7 @@ fn read_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>> {
     let run = conn
         .query_row(
             "SELECT run_id, resource_type, resource_name, pipeline, event, status, message,
-                    created_at, started_at, finished_at
+                    created_at, started_at, finished_at, replay_of
              FROM runs WHERE run_id = ?1",
             [run_id],
             |r| {
@@ -636,6 +706,7 @@ fn read_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>> {
                     created_at: r.get(7)?,
                     started_at: r.get(8)?,
                     finished_at: r.get(9)?,
+                    replay_of: r.get(10)?,
                     steps: Vec::new(),
                 })
             },

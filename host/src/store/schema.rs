@@ -84,7 +84,9 @@ CREATE TABLE IF NOT EXISTS runs (
     message TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
     started_at TEXT,
-    finished_at TEXT
+    finished_at TEXT,
+    payload TEXT,
+    replay_of TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_resource ON runs (resource_type, resource_name);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
@@ -105,11 +107,14 @@ CREATE TABLE IF NOT EXISTS run_steps (
 
 /// Columns added after the first release of the schema: `(table, column, declaration)`.
 /// `CREATE TABLE IF NOT EXISTS` leaves an older table as it is, so they are added here.
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("queue", "step", "INTEGER NOT NULL DEFAULT 1"),
     ("queue", "enqueued_ms", "INTEGER NOT NULL DEFAULT 0"),
     ("queue", "origin", "TEXT"),
     ("results", "step", "INTEGER NOT NULL DEFAULT 1"),
+    // The first event's payload, so that a run can be replayed (NULL for older runs).
+    ("runs", "payload", "TEXT"),
+    ("runs", "replay_of", "TEXT"),
 ];
 
 /// Sets the connection up, creates or upgrades the schema, and makes the events that were

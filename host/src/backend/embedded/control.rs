@@ -440,7 +440,73 @@ impl Resources {
             steps,
             failure,
             origin: None,
+            replay_of: None,
         }
+    }
+
+    // ---- replay ----
+
+    /// `POST /runs/{runid}/replay`: a new run of a stored run's first event (its stored
+    /// event name and payload, not the resource as it is now), linked to it by `replay_of`,
+    /// on the driver versions loaded now. A pipeline run replays its steps; any other run
+    /// goes to the drivers that listen now. With `driver`, only that driver gets the event,
+    /// as a run of one step. The resource itself is not changed.
+    pub async fn replay(&self, run_id: &str, driver: Option<&str>) -> Result<String> {
+        self.drivers_settled().await;
+        let original = self
+            .store
+            .run(run_id)?
+            .ok_or_else(|| ServiceError::NotFound(format!("run {run_id} not found")))?;
+        if !original.status.is_final() {
+            // Its own events are still in flight: a replay would race them.
+            return Err(ServiceError::Conflict(format!(
+                "run {run_id} is {}: replay it once it is over",
+                original.status.as_str()
+            )));
+        }
+        let payload = self.store.run_payload(run_id)?.ok_or_else(|| {
+            ServiceError::Conflict(format!(
+                "run {run_id} was stored without its payload (by an older version of the \
+                 host), so it cannot be replayed"
+            ))
+        })?;
+        let step = |name: &str, driver: &str| NewStep {
+            name: name.to_string(),
+            driver: driver.to_string(),
+        };
+        let (pipeline, steps) = match (driver, &original.pipeline) {
+            (Some(d), _) => (None, vec![step(d, d)]),
+            (None, Some(p)) => (
+                Some(p.clone()),
+                original
+                    .steps
+                    .iter()
+                    .map(|s| step(&s.name, &s.driver))
+                    .collect(),
+            ),
+            (None, None) => (
+                None,
+                self.registry
+                    .wanting(&original.resource_type, &original.event)
+                    .into_iter()
+                    .map(|d| step(&d, &d))
+                    .collect(),
+            ),
+        };
+        let new = NewRun {
+            run_id: conveyor::new_run_id(),
+            resource_type: original.resource_type,
+            resource_name: original.resource_name,
+            pipeline,
+            event: original.event,
+            payload,
+            steps,
+            failure: None,
+            origin: None,
+            replay_of: Some(run_id.to_string()),
+        };
+        self.store.write(|tx| pipeline::start_run(tx, &new))?;
+        Ok(new.run_id)
     }
 
     // ---- pipelines ----

@@ -179,6 +179,86 @@ pub fn cancel_run(tx: &Tx<'_>, run_id: &str, why: &str) -> Result<Option<bool>> 
     Ok(Some(true))
 }
 
+/// What [`retry_run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// No run has that id.
+    NotFound,
+    /// The run is not failed (its status): only failed runs are redelivered.
+    NotFailed(RunStatus),
+    /// The run failed without a step to deliver again (its pipeline was gone, say).
+    NoFailedStep,
+    /// These steps' events were queued again; the run is `running`.
+    Queued(Vec<u32>),
+}
+
+/// Delivers a failed run's failed steps again (an operator's redelivery of a dead letter):
+/// each gets its event queued anew as the next attempt of the same step, the pipeline steps
+/// its failure skipped get their turn back, and the run is `running` again. The step's
+/// earlier result stays stored; the new attempt's result is stored after it.
+pub fn retry_run(tx: &Tx<'_>, run_id: &str) -> Result<Retried> {
+    let Some((pipeline, status, run_event)) = runs::run_state(tx, run_id)? else {
+        return Ok(Retried::NotFound);
+    };
+    if status != RunStatus::Failed {
+        return Ok(Retried::NotFailed(status));
+    }
+    let Some((resource_type, resource_name)) = runs::resource_of(tx, run_id)? else {
+        return Ok(Retried::NotFound);
+    };
+    let failed: Vec<(u32, String)> = runs::steps(tx, run_id)?
+        .into_iter()
+        .filter(|(_, _, s, _)| *s == StepStatus::Failed)
+        .map(|(step, driver, _, _)| (step, driver))
+        .collect();
+    let mut queued = Vec::new();
+    for (step, driver) in failed {
+        let Some((event, attempts)) = runs::step_event(tx, run_id, step)? else {
+            continue;
+        };
+        // An entry step gets the change's own payload; a later pipeline step the resource as
+        // stored now, as it would have when its turn came.
+        let stored = runs::payload(tx, run_id)?;
+        let payload = if event == run_event {
+            stored
+        } else {
+            match resources::read(tx, &resource_type, &resource_name)? {
+                Some(current) => Some(serde_json::to_string(&current)?),
+                None => stored,
+            }
+        };
+        let Some(payload) = payload else {
+            continue;
+        };
+        queue::enqueue_again(
+            tx,
+            &NewEvent {
+                driver,
+                event,
+                run_id: run_id.to_string(),
+                message_id: conveyor::new_message_id(),
+                resource_type: resource_type.clone(),
+                resource_name: resource_name.clone(),
+                pipeline: pipeline.clone(),
+                payload,
+                step,
+                origin: None,
+            },
+            attempts,
+        )?;
+        runs::reopen_step(tx, run_id, step)?;
+        if pipeline.is_some() {
+            runs::unskip_after(tx, run_id, step)?;
+        }
+        queued.push(step);
+    }
+    if queued.is_empty() {
+        return Ok(Retried::NoFailedStep);
+    }
+    runs::reopen_run(tx, run_id)?;
+    Ok(Retried::Queued(queued))
+}
+
 /// Stores how a queued event ended, removes it and moves its run on. `false` when the event
 /// was no longer queued (nothing is written then).
 pub fn settle(tx: &Tx<'_>, id: i64, end: StepEnd<'_>) -> Result<bool> {
@@ -378,6 +458,7 @@ mod tests {
                 .collect(),
             failure: None,
             origin: None,
+            replay_of: None,
         }
     }
 
@@ -494,6 +575,54 @@ mod tests {
         assert_eq!(
             r2.message,
             "no driver handled the change: pipeline empty has no steps"
+        );
+    }
+
+    #[test]
+    fn a_failed_pipeline_step_is_delivered_again_as_its_next_attempt() {
+        let (_d, s) = store();
+        s.insert_resource(
+            &resource("a"),
+            &run("R", "a", Some("p"), "create", &["x", "y"]),
+        )
+        .unwrap();
+        let q = s.claim_next("x", 0).unwrap().unwrap();
+        assert_eq!(
+            s.write(|tx| retry_run(tx, "R")).unwrap(),
+            Retried::NotFailed(RunStatus::Running)
+        );
+        s.complete(q.id, &result_for(&q, false, "broken")).unwrap();
+        assert_eq!(
+            s.run("R").unwrap().unwrap().steps[1].status,
+            StepStatus::Skipped
+        );
+        assert_eq!(
+            s.write(|tx| retry_run(tx, "R")).unwrap(),
+            Retried::Queued(vec![1])
+        );
+        let run = s.run("R").unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.message, "");
+        assert_eq!(run.steps[0].status, StepStatus::Queued);
+        assert_eq!(run.steps[1].status, StepStatus::Pending, "its turn is back");
+        let q = s.claim_next("x", 0).unwrap().unwrap();
+        assert_eq!(q.attempt, 2, "the next attempt of the same step");
+        assert_eq!(q.event.event, "create");
+        assert_eq!(
+            q.event.payload,
+            serde_json::to_string(&resource("a")).unwrap()
+        );
+        s.complete(q.id, &result_for(&q, true, "ok")).unwrap();
+        let q = s.claim_next("y", 0).unwrap().unwrap();
+        s.complete(q.id, &result_for(&q, true, "ok")).unwrap();
+        assert_eq!(s.run("R").unwrap().unwrap().status, RunStatus::Succeeded);
+        assert_eq!(
+            s.write(|tx| retry_run(tx, "R")).unwrap(),
+            Retried::NotFailed(RunStatus::Succeeded)
+        );
+        assert_eq!(
+            s.write(|tx| retry_run(tx, "nope")).unwrap(),
+            Retried::NotFound
         );
     }
 

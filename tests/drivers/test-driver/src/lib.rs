@@ -26,6 +26,7 @@
 //! | `secret-label` | logs a line whose label *name* is the value of the variable `spec.name` |
 //! | `secret-long` | prints `spec.pad` bytes of `x` then the value of the variable `spec.name`, as one line |
 //! | `secret-create` | creates a resource of type `spec.kind` whose spec holds the value of the variable `spec.name`, through the API client |
+//! | `needs-v2` | logs which build runs it; fails on build `v1`, succeeds on any other (a driver "fixed" by the build marker's patch) |
 
 use conveyor_driver::client;
 use conveyor_driver::{Driver, DriverResult, Logger, Resource};
@@ -207,6 +208,14 @@ impl Driver for TestDriver {
                     &format!("{}-made", resource.name),
                     json!({ "token": value }),
                 )
+            }
+            "needs-v2" => {
+                logger.log([("build", build())], format!("running build {}", build()));
+                if build() == "v1" {
+                    DriverResult::failure("broken in build v1")
+                } else {
+                    DriverResult::success(format!("fixed in build {}", build()))
+                }
             }
             other => DriverResult::failure(format!("unknown action {other:?}")),
         }
