@@ -398,10 +398,12 @@ async fn a_run_that_did_not_fail_is_not_redelivered() {
 #[tokio::test]
 async fn a_replay_for_one_driver_is_a_run_of_that_step_only() {
     let (host, _dir) = host_with_test_driver().await;
-    let run = host.create("test", "one", json!({})).await;
+    let run = host
+        .create("test", "one", json!({"action": "fail", "message": "first try"}))
+        .await;
     assert_eq!(
         host.finished_run(&run, Duration::from_secs(30)).await["status"],
-        "succeeded"
+        "failed"
     );
     let (status, replay) = host
         .post(
@@ -415,10 +417,23 @@ async fn a_replay_for_one_driver_is_a_run_of_that_step_only() {
     assert_eq!(steps[0]["driver"], "test-driver", "{replay}");
     let new = replay["runid"].as_str().expect("runid");
     let done = host.finished_run(new, Duration::from_secs(30)).await;
-    assert_eq!(done["results"][0]["data"]["event"], "create", "{done}");
-    assert_eq!(done["results"][0]["data"]["version"], "1", "{done}");
+    assert_eq!(done["results"][0]["message"], "first try", "{done}");
     let (status, _) = host.post("/runs/no-such-run/replay", &json!({})).await;
     assert_eq!(status, 404);
+}
+
+/// Replay, like retry, is for failed runs: a succeeded run is refused with 409.
+#[tokio::test]
+async fn a_succeeded_run_is_not_replayed() {
+    let (host, _dir) = host_with_test_driver().await;
+    let run = host.create("test", "fine", json!({})).await;
+    assert_eq!(
+        host.finished_run(&run, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let (status, body) = host.post(&format!("/runs/{run}/replay"), &json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("succeeded"), "{body}");
 }
 
 #[test]

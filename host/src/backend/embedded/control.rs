@@ -16,7 +16,7 @@ use super::pipeline;
 use super::schema::{self, ValidationError, Validator};
 use crate::conveyor::{self, CreatedResponse, Pipeline, Resource, ResourceDefinition};
 use crate::registry::Registry;
-use crate::store::{NewRun, NewStep, Store, StoreError, Tx, resources};
+use crate::store::{NewRun, NewStep, RunStatus, Store, StoreError, Tx, resources};
 use crate::wasm::ApiClient;
 use crate::wasm::bindings::{ClientError, Created};
 
@@ -446,7 +446,7 @@ impl Resources {
 
     // ---- replay ----
 
-    /// `POST /runs/{runid}/replay`: a new run of a stored run's first event (its stored
+    /// `POST /runs/{runid}/replay`: a new run of a failed run's first event (its stored
     /// event name and payload, not the resource as it is now), linked to it by `replay_of`,
     /// on the driver versions loaded now. A pipeline run replays its steps; any other run
     /// goes to the drivers that listen now. With `driver`, only that driver gets the event,
@@ -457,10 +457,11 @@ impl Resources {
             .store
             .run(run_id)?
             .ok_or_else(|| ServiceError::NotFound(format!("run {run_id} not found")))?;
-        if !original.status.is_final() {
-            // Its own events are still in flight: a replay would race them.
+        // Replay, like retry, is for the dead letters: a failed run. One still going has its
+        // own events in flight, which a replay would race.
+        if original.status != RunStatus::Failed {
             return Err(ServiceError::Conflict(format!(
-                "run {run_id} is {}: replay it once it is over",
+                "run {run_id} is {}: only a failed run is replayed",
                 original.status.as_str()
             )));
         }
