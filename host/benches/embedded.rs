@@ -20,7 +20,7 @@
 //! `cargo bench -p conveyor-host --bench embedded` (`EMBEDDED_BENCH_EVENTS` to change the count).
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -79,8 +79,10 @@ fn sqlite_floor(dir: &Path, n: usize) -> rusqlite::Result<f64> {
             .execute(rusqlite::params![run, name])?;
         tx.prepare_cached("INSERT INTO steps VALUES (?1, 1, 'noop-driver', 'queued')")?
             .execute([&run])?;
-        tx.prepare_cached("INSERT INTO queue (runid, driver, payload) VALUES (?1, 'noop-driver', ?2)")?
-            .execute(rusqlite::params![run, resource])?;
+        tx.prepare_cached(
+            "INSERT INTO queue (runid, driver, payload) VALUES (?1, 'noop-driver', ?2)",
+        )?
+        .execute(rusqlite::params![run, resource])?;
         tx.commit()?;
         let tx = conn.unchecked_transaction()?;
         tx.prepare_cached("INSERT INTO results VALUES (?1, 1, ?2)")?
@@ -124,7 +126,7 @@ fn sandbox_floor(wasm: &Path, payload: &str, n: usize) -> anyhow::Result<f64> {
         let component = wasmtime::component::Component::from_file(&engine, wasm)?;
         let pre = Arc::new(sandbox.prepare(&component)?);
         let sink = Arc::new(CountingSink::default());
-        let client: Arc<dyn ApiClient> = Arc::new(NoClient);
+        let client: Arc<dyn ApiClient> = Arc::new(NoClient("the benchmark has no API client"));
         let limits = Limits {
             timeout: Duration::from_secs(30),
             cpu: Duration::from_secs(10),
@@ -203,7 +205,13 @@ async fn succeeded(client: &reqwest::Client, host: &Host, driver: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-async fn drive(host: &Host, kind: &str, driver: &str, spec: serde_json::Value, n: usize) -> HostFigures {
+async fn drive(
+    host: &Host,
+    kind: &str,
+    driver: &str,
+    spec: serde_json::Value,
+    n: usize,
+) -> HostFigures {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()
@@ -280,7 +288,10 @@ async fn drive(host: &Host, kind: &str, driver: &str, spec: serde_json::Value, n
         if succeeded(&client, host, driver).await >= target {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "runs did not finish");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "runs did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let completed = start.elapsed();
@@ -320,7 +331,9 @@ fn main() -> anyhow::Result<()> {
     let n = events();
     let drivers = support::build_rust_drivers(&["noop-driver", "sample-driver"])?;
     let scratch = support::tempdir();
-    println!("embedded mode, {n} events, {CLIENTS} HTTP clients, driver concurrency {CONCURRENCY}\n");
+    println!(
+        "embedded mode, {n} events, {CLIENTS} HTTP clients, driver concurrency {CONCURRENCY}\n"
+    );
 
     let sqlite = sqlite_floor(scratch.path(), n)?;
     let noop_sandbox = sandbox_floor(

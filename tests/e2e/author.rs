@@ -399,7 +399,11 @@ async fn a_run_that_did_not_fail_is_not_redelivered() {
 async fn a_replay_for_one_driver_is_a_run_of_that_step_only() {
     let (host, _dir) = host_with_test_driver().await;
     let run = host
-        .create("test", "one", json!({"action": "fail", "message": "first try"}))
+        .create(
+            "test",
+            "one",
+            json!({"action": "fail", "message": "first try"}),
+        )
         .await;
     assert_eq!(
         host.finished_run(&run, Duration::from_secs(30)).await["status"],
@@ -433,7 +437,13 @@ async fn a_succeeded_run_is_not_replayed() {
     );
     let (status, body) = host.post(&format!("/runs/{run}/replay"), &json!({})).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap_or_default().contains("succeeded"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("succeeded"),
+        "{body}"
+    );
 }
 
 #[test]

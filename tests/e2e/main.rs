@@ -21,6 +21,7 @@ mod guarantees;
 mod nats;
 mod outcomes;
 mod polyglot;
+mod retention;
 mod sandbox;
 mod security;
 

@@ -73,6 +73,73 @@ pub struct Config {
     /// `[drivers.<name>]`: per-driver budgets (overriding `[defaults]`) and capabilities.
     #[serde(default)]
     pub drivers: BTreeMap<String, DriverConfig>,
+    /// How long finished runs and log lines are kept (embedded mode).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: what the embedded store keeps. Each is an age (`"30d"`) or a count
+/// (`100000`); absent, everything is kept. Runs that are not over are never removed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Finished runs, with their steps, results and log lines.
+    pub runs: Option<Keep>,
+    /// Log lines (of any run; a run that is not over keeps its lines).
+    pub logs: Option<Keep>,
+    /// How often the store is pruned (`"1m"`).
+    #[serde(
+        default = "default_prune_interval",
+        deserialize_with = "units::duration"
+    )]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            runs: None,
+            logs: None,
+            interval: default_prune_interval(),
+        }
+    }
+}
+
+fn default_prune_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// How much of something to keep: what is younger than an age, or the newest so many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// What is younger than this.
+    Age(Duration),
+    /// The newest this many.
+    Count(u64),
+}
+
+impl<'de> Deserialize<'de> for Keep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keep, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u64),
+            Age(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected an age such as \"30d\" or a count such as 100000")
+        })? {
+            Raw::Count(0) => Err(serde::de::Error::custom(
+                "a count of 0 would keep nothing; use at least 1",
+            )),
+            Raw::Count(n) => Ok(Keep::Count(n)),
+            Raw::Age(s) => humantime::parse_duration(&s).map(Keep::Age).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid age {s:?} ({e}); use a number and a unit, such as \"7d\""
+                ))
+            }),
+        }
+    }
 }
 
 /// `[conveyor]`: the Conveyor server this host works for (NATS mode).

@@ -59,37 +59,45 @@ impl Store {
 
     /// Reads log lines in chronological (sequence) order.
     pub fn logs(&self, filter: &LogFilter) -> Result<Vec<StoredLog>> {
+        let (mut conditions, values) = super::equal_to(
+            &[
+                ("run_id", filter.run_id.as_deref()),
+                ("driver", filter.driver.as_deref()),
+                ("pipeline", filter.pipeline.as_deref()),
+            ],
+            3,
+        );
+        conditions.push("seq > ?1".into());
+        let sql = format!(
+            "SELECT seq, run_id, driver, pipeline, timestamp, message, labels FROM logs
+             WHERE {} ORDER BY seq LIMIT ?2",
+            conditions.join(" AND ")
+        );
         let rows = self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, run_id, driver, pipeline, timestamp, message, labels FROM logs
-                 WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR driver = ?2)
-                   AND (?3 IS NULL OR pipeline = ?3) AND seq > ?4
-                 ORDER BY seq LIMIT ?5",
-            )?;
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
+            let after = filter.after_seq.unwrap_or(0);
+            let limit = filter.limit.map_or(-1, i64::from);
+            params.push(&after);
+            params.push(&limit);
+            for v in &values {
+                params.push(v);
+            }
             let rows = stmt
-                .query_map(
-                    params![
-                        filter.run_id,
-                        filter.driver,
-                        filter.pipeline,
-                        filter.after_seq.unwrap_or(0),
-                        filter.limit.map_or(-1, i64::from)
-                    ],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            Log {
-                                runid: r.get(1)?,
-                                driver: r.get(2)?,
-                                pipeline: r.get(3)?,
-                                timestamp: r.get(4)?,
-                                message: r.get(5)?,
-                                labels: Default::default(),
-                            },
-                            r.get::<_, String>(6)?,
-                        ))
-                    },
-                )?
+                .query_map(params.as_slice(), |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        Log {
+                            runid: r.get(1)?,
+                            driver: r.get(2)?,
+                            pipeline: r.get(3)?,
+                            timestamp: r.get(4)?,
+                            message: r.get(5)?,
+                            labels: Default::default(),
+                        },
+                        r.get::<_, String>(6)?,
+                    ))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })?;

@@ -574,27 +574,39 @@ impl Store {
 
     /// Runs matching `filter`, newest first.
     pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let (mut conditions, values) = super::equal_to(
+            &[
+                ("resource_type", filter.resource_type.as_deref()),
+                ("resource_name", filter.resource_name.as_deref()),
+                ("pipeline", filter.pipeline.as_deref()),
+                ("status", filter.status.map(RunStatus::as_str)),
+            ],
+            2 + usize::from(filter.after.is_some()),
+        );
+        // The cursor is a run id; the order is the table's (creation order).
+        if filter.after.is_some() {
+            conditions.push("rowid < (SELECT rowid FROM runs WHERE run_id = ?2)".into());
+        }
+        let sql = format!(
+            "SELECT run_id FROM runs {} ORDER BY rowid DESC LIMIT ?1",
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            }
+        );
         let ids: Vec<String> = self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT run_id FROM runs
-                 WHERE (?1 IS NULL OR resource_type = ?1) AND (?2 IS NULL OR resource_name = ?2)
-                   AND (?3 IS NULL OR pipeline = ?3) AND (?4 IS NULL OR status = ?4)
-                   AND (?6 IS NULL OR rowid < (SELECT rowid FROM runs WHERE run_id = ?6))
-                 ORDER BY rowid DESC LIMIT ?5",
-            )?;
-            stmt.query_map(
-                params![
-                    filter.resource_type,
-                    filter.resource_name,
-                    filter.pipeline,
-                    filter.status.map(RunStatus::as_str),
-                    filter.limit,
-                    filter.after
-                ],
-                |r| r.get(0),
-            )?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Into::into)
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&filter.limit];
+            if let Some(after) = &filter.after {
+                params.push(after);
+            }
+            for v in &values {
+                params.push(v);
+            }
+            stmt.query_map(params.as_slice(), |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(Into::into)
         })?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {

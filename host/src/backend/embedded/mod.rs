@@ -10,6 +10,7 @@ pub mod control;
 pub mod logs;
 pub mod pipeline;
 pub mod queue;
+pub mod retention;
 pub mod schema;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct Settings {
     pub max_streams: usize,
     /// Log streams open at once from one client address.
     pub max_streams_per_client: usize,
+    /// What the store keeps of finished runs and log lines.
+    pub retention: crate::config::RetentionConfig,
 }
 
 impl Settings {
@@ -46,12 +49,13 @@ impl Settings {
             missing_driver_wait: config.runs.missing_driver_wait,
             max_streams: config.api.max_streams,
             max_streams_per_client: config.api.max_streams_per_client,
+            retention: config.retention.clone(),
         }
     }
 }
 
 /// Opens the store and starts the queue, the log hub, the control plane, the missing-driver
-/// sweeper and the manager; returns the embedded API's routes.
+/// sweeper, the pruner and the manager; returns the embedded API's routes.
 pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started> {
     let db = &settings.database;
     let store = Arc::new(
@@ -67,6 +71,11 @@ pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started> {
     tokio::spawn(queue.clone().fail_missing_drivers(
         shared.registry.clone(),
         settings.missing_driver_wait,
+        shared.shutdown.clone(),
+    ));
+    tokio::spawn(retention::run(
+        store.clone(),
+        settings.retention.clone(),
         shared.shutdown.clone(),
     ));
     let cancellations = Arc::new(Cancellations::default());

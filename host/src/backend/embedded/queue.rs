@@ -39,12 +39,25 @@ pub enum QueueError {
 /// The queue as an event source.
 pub struct Queue {
     store: Arc<Store>,
+    /// One looker per driver: of a driver's idle slots, one looks at the queue (and waits for
+    /// it to change) while the others wait their turn here. Without it every enqueue woke
+    /// every idle slot of the driver, and all but one looked (a write transaction each) for
+    /// nothing.
+    lookers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Queue {
     /// The queue of `store`.
     pub fn new(store: Arc<Store>) -> Arc<Self> {
-        Arc::new(Queue { store })
+        Arc::new(Queue {
+            store,
+            lookers: Default::default(),
+        })
+    }
+
+    fn looker(&self, driver: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut lookers = self.lookers.lock().unwrap_or_else(|p| p.into_inner());
+        lookers.entry(driver.to_string()).or_default().clone()
     }
 
     /// Until `shutdown`, fails the steps whose driver is not loaded once their event has
@@ -164,6 +177,8 @@ impl EventSource for Queue {
     }
 
     async fn next(&self, driver: &str) -> Result<Delivery<i64>, QueueError> {
+        let looker = self.looker(driver);
+        let _turn = looker.lock().await;
         loop {
             // Register for wake-ups before looking, so an enqueue between the look and the
             // wait is not missed.
