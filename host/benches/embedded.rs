@@ -292,7 +292,7 @@ async fn drive(
             start.elapsed() < Duration::from_secs(600),
             "runs did not finish"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let completed = start.elapsed();
     latencies.sort();

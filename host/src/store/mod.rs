@@ -37,6 +37,10 @@ pub enum StoreError {
     /// A stored row did not decode.
     #[error("stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
+    /// The task running a write ended without an answer (it panicked): its savepoint was
+    /// rolled back.
+    #[error("database error: the write did not finish: {0}")]
+    Task(String),
     /// The transaction holding this write (with others) failed to commit: none of them was
     /// written.
     #[error("database error: the commit failed: {0}")]
@@ -232,6 +236,20 @@ impl Store {
             self.queue_changed.notify_waiters();
         }
         out
+    }
+
+    /// [`Store::write`] off the async workers, on the blocking pool: the caller's task waits
+    /// for its batch's commit without holding a worker thread, so writes from many tasks
+    /// arrive together and share a commit.
+    pub async fn write_off<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T>
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(f))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
     }
 
     /// Runs one job in a savepoint of the open batch (beginning one if none is open).

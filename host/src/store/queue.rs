@@ -88,30 +88,35 @@ impl Store {
 
     /// Takes the oldest event for `driver` that is due at `now_ms` and not being delivered,
     /// marks it (and its run step) as being delivered and counts the attempt.
+    #[cfg(test)]
     pub fn claim_next(&self, driver: &str, now_ms: i64) -> Result<Option<QueuedEvent>> {
+        Ok(self.claim(driver, now_ms, 1)?.pop())
+    }
+
+    /// [`Store::claim_next`] for up to `n` events at once, oldest first, in one write.
+    pub fn claim(&self, driver: &str, now_ms: i64, n: usize) -> Result<Vec<QueuedEvent>> {
         self.write(|tx| {
-            let row = tx
+            let rows: Vec<QueuedEvent> = tx
                 .prepare_cached(&format!(
                     "SELECT id, attempts, {EVENT_COLUMNS}
                      FROM queue WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
-                     ORDER BY not_before, id LIMIT 1"
+                     ORDER BY not_before, id LIMIT ?3"
                 ))?
-                .query_row(params![driver, now_ms], |r| {
+                .query_map(params![driver, now_ms, n as i64], |r| {
                     Ok(QueuedEvent {
                         id: r.get(0)?,
                         attempt: r.get::<_, u32>(1)? + 1,
                         event: event_at(r, 2)?,
                     })
-                })
-                .optional()?;
-            if let Some(q) = &row {
-                tx.execute(
-                    "UPDATE queue SET claimed = 1, attempts = ?2 WHERE id = ?1",
-                    params![q.id, q.attempt],
-                )?;
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut mark =
+                tx.prepare_cached("UPDATE queue SET claimed = 1, attempts = ?2 WHERE id = ?1")?;
+            for q in &rows {
+                mark.execute(params![q.id, q.attempt])?;
                 runs::step_started(tx, &q.event.run_id, q.event.step, q.attempt)?;
             }
-            Ok(row)
+            Ok(rows)
         })
     }
 

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS queue (
     origin TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_ready ON queue (driver, claimed, not_before);
+CREATE INDEX IF NOT EXISTS queue_resource ON queue (resource_type, resource_name);
+CREATE INDEX IF NOT EXISTS queue_run ON queue (run_id);
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,

@@ -206,16 +206,21 @@ impl Resources {
         let run_id = conveyor::new_run_id();
         let mut run = self.run_for(&res, "create", &run_id, pipeline.as_ref());
         run.origin = origin.map(|o| o.driver.clone());
-        let inserted = self.store.write(|tx| {
-            if let Some(refusal) = over_queued(tx, origin)? {
-                return Ok(Err(refusal));
-            }
-            if !resources::insert(tx, &res)? {
-                return Ok(Ok(false));
-            }
-            pipeline::start_run(tx, &run)?;
-            Ok(Ok(true))
-        })??;
+        let origin = origin.cloned();
+        let (inserted, res) = self
+            .store
+            .write_off(move |tx| {
+                if let Some(refusal) = over_queued(tx, origin.as_ref())? {
+                    return Ok((Err(refusal), res));
+                }
+                if !resources::insert(tx, &res)? {
+                    return Ok((Ok(false), res));
+                }
+                pipeline::start_run(tx, &run)?;
+                Ok((Ok(true), res))
+            })
+            .await?;
+        let inserted = inserted?;
         if !inserted {
             return Err(ServiceError::Conflict(format!(
                 "Failed to insert resource: resource with name {} and type {} already exists",

@@ -87,7 +87,12 @@ async fn write_loop(
         }
         if !lines.is_empty() {
             let count = lines.len();
-            match store.append_logs(lines) {
+            // Off the async workers, sharing a commit with the writes around it.
+            let writer = store.clone();
+            let appended = tokio::task::spawn_blocking(move || writer.append_logs(lines))
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())));
+            match appended {
                 Ok(stored) => {
                     for line in &stored {
                         metrics

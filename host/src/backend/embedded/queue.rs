@@ -39,11 +39,32 @@ pub enum QueueError {
 /// The queue as an event source.
 pub struct Queue {
     store: Arc<Store>,
-    /// One looker per driver: of a driver's idle slots, one looks at the queue (and waits for
-    /// it to change) while the others wait their turn here. Without it every enqueue woke
-    /// every idle slot of the driver, and all but one looked (a write transaction each) for
-    /// nothing.
-    lookers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per driver, its idle slots' turn at the queue.
+    lookers: std::sync::Mutex<std::collections::HashMap<String, Arc<Looker>>>,
+}
+
+/// A driver's idle slots. One at a time looks at the queue (and waits for it to change)
+/// while the others wait their turn; the one looking claims an event for each slot in line
+/// in one write, and leaves the others' in `claimed` for them to take as their turn comes.
+/// So an event costs no write of its own to claim, and an enqueue wakes one slot, not all.
+/// No more is claimed than there are idle slots to start it at once.
+#[derive(Default)]
+struct Looker {
+    turn: tokio::sync::Mutex<()>,
+    /// Slots waiting for `turn`.
+    in_line: std::sync::atomic::AtomicUsize,
+    /// Events claimed for the slots in line. Filled by the claim itself, so that a slot that
+    /// stops waiting (its future dropped) leaves what it claimed to the next one.
+    claimed: std::sync::Mutex<std::collections::VecDeque<QueuedEvent>>,
+}
+
+impl Looker {
+    fn take(&self) -> Option<QueuedEvent> {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
 }
 
 impl Queue {
@@ -55,7 +76,7 @@ impl Queue {
         })
     }
 
-    fn looker(&self, driver: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn looker(&self, driver: &str) -> Arc<Looker> {
         let mut lookers = self.lookers.lock().unwrap_or_else(|p| p.into_inner());
         lookers.entry(driver.to_string()).or_default().clone()
     }
@@ -145,6 +166,7 @@ impl Queue {
     }
 
     /// Stores a final result, removes its event and moves its run on, in one transaction.
+    #[cfg(test)]
     pub fn complete(&self, id: i64, result: &RunResult) -> Result<bool, StoreError> {
         self.store
             .write(|tx| pipeline::settle(tx, id, StepEnd::Result(result)))
@@ -177,20 +199,13 @@ impl EventSource for Queue {
     }
 
     async fn next(&self, driver: &str) -> Result<Delivery<i64>, QueueError> {
+        use std::sync::atomic::Ordering;
         let looker = self.looker(driver);
-        let _turn = looker.lock().await;
+        looker.in_line.fetch_add(1, Ordering::SeqCst);
+        let _turn = looker.turn.lock().await;
+        looker.in_line.fetch_sub(1, Ordering::SeqCst);
         loop {
-            // Register for wake-ups before looking, so an enqueue between the look and the
-            // wait is not missed.
-            let notified = self.store.queue_changed();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let now = now_ms();
-            if let Some(q) = self
-                .store
-                .claim_next(driver, now)
-                .map_err(QueueError::Claim)?
-            {
+            if let Some(q) = looker.take() {
                 match Self::delivery(q) {
                     Ok(d) => return Ok(d),
                     Err((id, reason)) => {
@@ -201,6 +216,31 @@ impl EventSource for Queue {
                         continue;
                     }
                 }
+            }
+            // Register for wake-ups before looking, so an enqueue between the look and the
+            // wait is not missed.
+            let notified = self.store.queue_changed();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = now_ms();
+            // One for this slot and one for each slot in line behind it.
+            let wanted = 1 + looker.in_line.load(Ordering::SeqCst);
+            // Off the async workers: the claim shares a commit with the writes around it.
+            let (store, name, into) = (self.store.clone(), driver.to_string(), looker.clone());
+            let taken = tokio::task::spawn_blocking(move || {
+                let taken = store.claim(&name, now, wanted)?;
+                let n = taken.len();
+                into.claimed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(taken);
+                Ok(n)
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+            .map_err(QueueError::Claim)?;
+            if taken > 0 {
+                continue;
             }
             let wait = match self.store.next_due(driver).map_err(QueueError::Claim)? {
                 Some(due) => Duration::from_millis((due - now).clamp(1, 60_000) as u64),
@@ -220,7 +260,11 @@ impl EventSource for Queue {
     ) -> Result<(), QueueError> {
         let id = delivery.token;
         let settled = match settlement {
-            Settlement::Done(result) | Settlement::GaveUp(result) => self.complete(id, &result),
+            Settlement::Done(result) | Settlement::GaveUp(result) => {
+                self.store
+                    .write_off(move |tx| pipeline::settle(tx, id, StepEnd::Result(&result)))
+                    .await
+            }
             Settlement::Retry { delay } => {
                 let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 self.store.release(id, due).map(|()| true)
@@ -231,7 +275,8 @@ impl EventSource for Queue {
                     delivery.driver, delivery.event
                 );
                 self.store
-                    .write(|tx| pipeline::settle(tx, id, StepEnd::Skipped(&reason)))
+                    .write_off(move |tx| pipeline::settle(tx, id, StepEnd::Skipped(&reason)))
+                    .await
             }
         };
         let settled = settled.map(drop).map_err(QueueError::Settle);
