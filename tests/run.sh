@@ -7,6 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A CI run builds from nothing once: incremental compilation's bookkeeping only costs it time.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
+# The end-to-end tests mostly wait (on hosts, drivers, nats-server, a browser): four at a time
+# keep two cores busy. Set RUST_TEST_THREADS to change it.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
+
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "==> installing the wasm32-wasip2 target"
     rustup target add wasm32-wasip2

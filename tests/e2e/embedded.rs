@@ -773,7 +773,7 @@ async fn a_well_behaved_driver_is_served_while_a_loop_spins() {
 /// compile cache.
 #[tokio::test]
 async fn drivers_load_from_the_compile_cache_after_a_crash() {
-    let dir = workdir(&["test-driver"]);
+    let dir = crate::workdir_cold(&["test-driver"]);
     let config = "[defaults]\nconcurrency = 1\n";
     let mut host = spawn(dir.path(), config);
     let (_, drivers) = host.get("/drivers").await;

@@ -111,6 +111,13 @@ fn whole_suite() -> bool {
     true
 }
 
+/// [`workdir`] with a compile cache of its own (see [`support::workdir_cold`]), for the tests
+/// of the first compile.
+pub fn workdir_cold(drivers: &[&str]) -> tempfile::TempDir {
+    warm_up();
+    support::workdir_cold(drivers)
+}
+
 /// An in-process host with the directory it runs in.
 pub struct Fixture {
     /// The host.

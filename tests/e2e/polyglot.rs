@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use support::Host;
 use tokio::sync::OnceCell;
 
-use crate::{Fixture, run_cli, workdir};
+use crate::{Fixture, run_cli};
 
 const DRIVERS: [&str; 4] = ["sample-driver", "rust-driver", "python-driver", "js-driver"];
 
@@ -202,7 +202,7 @@ async fn restart() -> &'static Restart {
     static RESTART: OnceCell<Restart> = OnceCell::const_new();
     RESTART
         .get_or_init(|| async {
-            let dir = workdir(&DRIVERS);
+            let dir = crate::workdir_cold(&DRIVERS);
             // First start, empty cache: the API answers, and the small Rust driver is ready,
             // while the Python component (seconds to compile) is still loading.
             let started = Instant::now();
@@ -350,7 +350,7 @@ async fn host() -> &'static Host {
     let fixture = HOST
         .get_or_init(|| async {
             let compiled = AssertUnwindSafe(restart()).catch_unwind().await.ok();
-            let dir = workdir(&DRIVERS);
+            let dir = crate::workdir_cold(&DRIVERS);
             if let Some(r) = compiled {
                 copy_dir(
                     &r.dir.path().join("data/cache"),

@@ -125,8 +125,12 @@ impl ComponentCache {
 
     fn store(&self, artefact: &Path, component: &Component) -> anyhow::Result<()> {
         let bytes = component.serialize()?;
-        // Write then rename, so a crash never leaves a truncated artefact under the real name.
-        let tmp = artefact.with_extension(format!("tmp{}", std::process::id()));
+        // Write then rename, so a crash never leaves a truncated artefact under the real name;
+        // a name of its own per write, so two writers of one artefact (two hosts sharing a
+        // cache directory) never interleave in one file.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = artefact.with_extension(format!("tmp{}-{n}", std::process::id()));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, artefact)?;
         Ok(())

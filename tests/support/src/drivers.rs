@@ -156,8 +156,34 @@ pub fn driver_file(name: &str) -> PathBuf {
 }
 
 /// A temporary directory with a `drivers/` folder holding the named drivers (see
-/// [`driver_file`]) as `<name>.wasm`; a host started in it keeps its data in `data/`.
+/// [`driver_file`]) as `<name>.wasm`; a host started in it keeps its data in `data/`. Its
+/// compile cache (`data/cache`) is one that every such directory of this process shares, so
+/// a driver is compiled once per test run rather than once per host (the artefacts' names
+/// carry the component's hash and the engine's, as in any cache directory); a test of the
+/// first compile itself takes [`workdir_cold`].
 pub fn workdir(drivers: &[&str]) -> tempfile::TempDir {
+    let dir = workdir_cold(drivers);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("create data/ in the temporary directory");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(shared_cache(), data.join("cache"))
+        .expect("link the shared compile cache");
+    dir
+}
+
+/// The compile cache [`workdir`]'s directories share: in this process's scratch directory.
+fn shared_cache() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = crate::paths::scratch_dir().join("compile-cache");
+        std::fs::create_dir_all(&dir).expect("create the shared compile cache");
+        dir
+    })
+}
+
+/// [`workdir`] with a compile cache of its own, empty: the first host started in it
+/// compiles its drivers.
+pub fn workdir_cold(drivers: &[&str]) -> tempfile::TempDir {
     let dir = tempdir();
     let drivers_dir = dir.path().join("drivers");
     std::fs::create_dir(&drivers_dir).expect("create drivers/ in the temporary directory");

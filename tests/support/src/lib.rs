@@ -37,7 +37,7 @@ pub mod wait;
 
 pub use drivers::{
     BuildError, RUST_DRIVERS, build_example_driver, build_rust_drivers, driver_file,
-    example_driver, example_driver_variant, rust_driver, workdir,
+    example_driver, example_driver_variant, rust_driver, workdir, workdir_cold,
 };
 pub use host::{Host, run_cli};
 pub use paths::{target_dir, tempdir, workspace};

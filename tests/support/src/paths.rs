@@ -41,7 +41,8 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("create a temporary directory")
 }
 
-fn scratch_dir() -> &'static Path {
+/// This process's scratch directory, under the system's temporary directory.
+pub(crate) fn scratch_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         const PREFIX: &str = "conveyor-e2e-";
