@@ -88,6 +88,15 @@ struct Writer {
     wake: bool,
 }
 
+/// Runs a statement without parameters or rows from the statement cache.
+fn cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// Statements each connection keeps prepared: every statement the store runs, with room (the
+/// list queries add one per combination of filters).
+const STATEMENTS: usize = 256;
+
 /// The most writes one transaction holds.
 const MAX_BATCH: usize = 256;
 
@@ -112,6 +121,21 @@ impl<'c> std::ops::Deref for Tx<'c> {
 }
 
 impl Tx<'_> {
+    /// `Connection::execute` through the statement cache: a write's statements are the same
+    /// few every time, and parsing them each time cost more than running them.
+    pub fn execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
+    /// `Connection::query_row` through the statement cache.
+    pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.prepare_cached(sql)?.query_row(params, f)
+    }
+
     /// Announces `ended` once the transaction commits.
     pub fn run_ended(&self, ended: RunEnded) {
         self.ended.borrow_mut().push(ended);
@@ -165,6 +189,7 @@ impl Store {
     }
 
     fn with(conn: Connection, path: Option<std::path::PathBuf>, announcements: usize) -> Store {
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         Store {
             writer: Mutex::new(Writer {
                 conn,
@@ -255,12 +280,12 @@ impl Store {
     /// Runs one job in a savepoint of the open batch (beginning one if none is open).
     fn run_job<T>(&self, w: &mut Writer, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         if !w.open {
-            w.conn.execute_batch("BEGIN IMMEDIATE")?;
+            w.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             w.open = true;
             w.batch += 1;
             w.jobs = 0;
         }
-        if let Err(e) = w.conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = cached(&w.conn, "SAVEPOINT job") {
             Self::give_up(w, &e);
             return Err(e.into());
         }
@@ -272,8 +297,10 @@ impl Store {
         let out = f(&tx);
         let Tx { ended, wake, .. } = tx;
         let closed = match &out {
-            Ok(_) => w.conn.execute_batch("RELEASE job"),
-            Err(_) => w.conn.execute_batch("ROLLBACK TO job; RELEASE job"),
+            Ok(_) => cached(&w.conn, "RELEASE job"),
+            Err(_) => {
+                cached(&w.conn, "ROLLBACK TO job").and_then(|()| cached(&w.conn, "RELEASE job"))
+            }
         };
         if let Err(e) = closed {
             Self::give_up(w, &e);
@@ -289,7 +316,7 @@ impl Store {
 
     /// Commits the open batch; on failure rolls it back and marks it failed for its waiters.
     fn commit(w: &mut Writer) -> Result<()> {
-        let result = w.conn.execute_batch("COMMIT");
+        let result = cached(&w.conn, "COMMIT");
         if let Err(e) = &result {
             Self::give_up(w, e);
         } else {
@@ -329,6 +356,7 @@ impl Store {
                 )?;
                 c.busy_timeout(std::time::Duration::from_secs(5))?;
                 c.pragma_update(None, "query_only", true)?;
+                c.set_prepared_statement_cache_capacity(STATEMENTS);
                 c
             }
         };
