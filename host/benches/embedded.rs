@@ -307,6 +307,54 @@ async fn drive(
     }
 }
 
+/// Fills the host's store, beside the running host, to `lines` log lines in all (five per run,
+/// one run per five lines, a run row each), written straight into its SQLite file in large
+/// transactions: the API would take minutes to store a million.
+fn fill(db: &Path, from: usize, lines: usize) -> rusqlite::Result<()> {
+    let conn = rusqlite::Connection::open(db)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    let mut i = from;
+    while i < lines {
+        let tx = conn.unchecked_transaction()?;
+        let end = (i + 50_000).min(lines);
+        {
+            let mut run = tx.prepare_cached(
+                "INSERT INTO runs (run_id, resource_type, resource_name, event, status, created_at,
+                    finished_at) VALUES (?1, 'bulk', ?1, 'create', 'succeeded', ?2, ?2)",
+            )?;
+            let mut line = tx.prepare_cached(
+                "INSERT INTO logs (run_id, driver, pipeline, timestamp, message, labels)
+                 VALUES (?1, 'bulk-driver', '', ?2, ?3, '{\"step\":\"1\"}')",
+            )?;
+            let now = "2026-12-01T00:00:00.000000Z";
+            for n in (i..end).step_by(5) {
+                let id = format!("bulk-{n:09}");
+                run.execute(rusqlite::params![id, now])?;
+                for k in 0..5 {
+                    line.execute(rusqlite::params![id, now, format!("bulk line {k}")])?;
+                }
+            }
+        }
+        tx.commit()?;
+        i = end;
+    }
+    Ok(())
+}
+
+/// The median and p99 of `n` sequential GETs of `path`.
+async fn time_get(client: &reqwest::Client, url: &str, n: usize) -> (Duration, Duration) {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sent = Instant::now();
+        let r = client.get(url).send().await.expect("GET");
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        let _ = r.bytes().await;
+        times.push(sent.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -397,6 +445,35 @@ fn main() -> anyhow::Result<()> {
             ms(f.get_p99)
         );
     }
-    println!("RSS at the end: {:.0} MiB", rss_mib());
+    // ---- the queries users run, as the store grows ----
+    let dir = support::workdir(&["noop-driver"]);
+    let host = Host::start(dir.path(), "");
+    let db = dir.path().join("data").join("conveyor-host.db");
+    let client = reqwest::Client::new();
+    println!("queries, 200 each, by stored log lines");
+    let mut filled = 0;
+    for lines in [10_000, 1_000_000] {
+        fill(&db, filled, lines)?;
+        filled = lines;
+        let probe = format!("bulk-{:09}", lines / 2 / 5 * 5);
+        let (logs50, logs99) = runtime.block_on(time_get(
+            &client,
+            &host.at(&format!("/logs?runid={probe}")),
+            200,
+        ));
+        let (runs50, runs99) = runtime.block_on(time_get(
+            &client,
+            &host.at("/runs?type=bulk&status=succeeded&limit=50"),
+            200,
+        ));
+        println!(
+            "  {lines:>9} lines   GET /logs?runid=  p50 {} p99 {}   GET /runs?type=&status=&limit=50  p50 {} p99 {}",
+            ms(logs50),
+            ms(logs99),
+            ms(runs50),
+            ms(runs99)
+        );
+    }
+    println!("\nRSS at the end: {:.0} MiB", rss_mib());
     Ok(())
 }
