@@ -135,6 +135,21 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A JSON list of two-string lists, as pairs.
+fn pairs(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let s = strings(r);
+            (
+                s.first().cloned().unwrap_or_default(),
+                s.get(1).cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 async fn walk_through(host: &Host, walk: &mut Walk) -> anyhow::Result<()> {
     for (kind, schema) in [
         ("resource-1", json!({"type": "object"})),
@@ -215,15 +230,7 @@ async fn pages(
             "two driver rows",
         )
         .await?;
-    walk.drivers = rows
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let s = strings(r);
-            (s[0].clone(), s[1].clone())
-        })
-        .collect();
+    walk.drivers = pairs(&rows);
     b.screenshot(&shots.join("drivers.png")).await?;
 
     // ---- a new run appears on the runs page without a reload ----
@@ -279,15 +286,7 @@ async fn pages(
     let shown = b
         .eval("Array.from(document.querySelectorAll('#log .line:not(.end)')).map(l => [l.querySelector('.msg').textContent, Array.from(l.querySelectorAll('.label')).map(x => x.textContent).join(' ')])")
         .await?;
-    walk.lines = shown
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let s = strings(r);
-            (s[0].clone(), s[1].clone())
-        })
-        .collect();
+    walk.lines = pairs(&shown);
     b.screenshot(&shots.join("run.png")).await?;
     b.eval("document.querySelector('#log .label[data-key=\"step\"][data-value=\"3\"]').click()")
         .await?;

@@ -22,20 +22,8 @@ impl Store {
     pub fn prune_runs(&self, keep: Keep, now: time::OffsetDateTime) -> Result<usize> {
         self.write(|tx| {
             // The newest row of the table that may go (by count), or the cutoff time (by age).
-            let (below_rowid, cutoff) = match keep {
-                Keep::Count(n) => {
-                    let boundary: Option<i64> = tx
-                        .prepare_cached(
-                            "SELECT rowid FROM runs ORDER BY rowid DESC LIMIT 1 OFFSET ?1",
-                        )?
-                        .query_row([n.saturating_sub(1)], |r| r.get(0))
-                        .optional()?;
-                    match boundary {
-                        Some(b) => (b, None),
-                        None => return Ok(0),
-                    }
-                }
-                Keep::Age(age) => (i64::MAX, Some(cutoff(now, age))),
+            let Some((below_rowid, cutoff)) = limits(tx, "runs", "rowid", keep, now)? else {
+                return Ok(0);
             };
             let candidates: Vec<(String, Option<String>, String)> = tx
                 .prepare_cached(&format!(
@@ -69,18 +57,8 @@ impl Store {
     /// not over. Returns how many; fewer than [`BATCH`] means none is left to remove.
     pub fn prune_logs(&self, keep: Keep, now: time::OffsetDateTime) -> Result<usize> {
         self.write(|tx| {
-            let (below_seq, cutoff) = match keep {
-                Keep::Count(n) => {
-                    let boundary: Option<i64> = tx
-                        .prepare_cached("SELECT seq FROM logs ORDER BY seq DESC LIMIT 1 OFFSET ?1")?
-                        .query_row([n.saturating_sub(1)], |r| r.get(0))
-                        .optional()?;
-                    match boundary {
-                        Some(b) => (b, None),
-                        None => return Ok(0),
-                    }
-                }
-                Keep::Age(age) => (i64::MAX, Some(cutoff(now, age))),
+            let Some((below_seq, cutoff)) = limits(tx, "logs", "seq", keep, now)? else {
+                return Ok(0);
             };
             // The runs still going keep their lines: few at a time, and found by the status
             // index.
@@ -108,6 +86,30 @@ impl Store {
             }
             Ok(removed)
         })
+    }
+}
+
+/// What a pass over `table` (in `order`, its row order) may remove: rows before the first
+/// returned row number (by count: the newest `n` are kept) and, by age, finished before the
+/// returned cutoff. `None` when the table holds no more than a count keeps.
+fn limits(
+    tx: &super::Tx<'_>,
+    table: &str,
+    order: &str,
+    keep: Keep,
+    now: time::OffsetDateTime,
+) -> Result<Option<(i64, Option<String>)>> {
+    match keep {
+        Keep::Count(n) => {
+            let boundary: Option<i64> = tx
+                .prepare_cached(&format!(
+                    "SELECT {order} FROM {table} ORDER BY {order} DESC LIMIT 1 OFFSET ?1"
+                ))?
+                .query_row([n.saturating_sub(1)], |r| r.get(0))
+                .optional()?;
+            Ok(boundary.map(|b| (b, None)))
+        }
+        Keep::Age(age) => Ok(Some((i64::MAX, Some(cutoff(now, age))))),
     }
 }
 
