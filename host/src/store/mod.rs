@@ -37,8 +37,7 @@ pub enum StoreError {
     /// A stored row did not decode.
     #[error("stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
-    /// The task running a write ended without an answer (it panicked): its savepoint was
-    /// rolled back.
+    /// The write panicked (or its task did): nothing of it was written.
     #[error("database error: the write did not finish: {0}")]
     Task(String),
     /// The transaction holding this write (with others) failed to commit: none of them was
@@ -294,7 +293,10 @@ impl Store {
             ended: RefCell::default(),
             wake: Cell::new(false),
         };
-        let out = f(&tx);
+        // A write that panics is rolled back like one that fails: unwinding past here would
+        // leave its half-done savepoint in the open batch, for the next writer to commit.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)))
+            .unwrap_or_else(|_| Err(StoreError::Task("the write panicked".into())));
         let Tx { ended, wake, .. } = tx;
         let closed = match &out {
             Ok(_) => cached(&w.conn, "RELEASE job"),
@@ -370,8 +372,69 @@ impl Store {
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
-        // A panic while holding the lock cannot leave SQLite half-written (the batch is rolled
-        // back or committed whole), so a poisoned lock is still safe to use.
+        // A write that panics is rolled back to its savepoint before the lock is let go (see
+        // `run_job`), so a poisoned lock is still safe to use.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definitions(s: &Store) -> Vec<String> {
+        s.read(|c| {
+            let mut stmt = c.prepare("SELECT name FROM definitions ORDER BY name")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_write_that_panics_leaves_nothing_and_the_next_commits_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let out: Result<()> = s.write(|tx| {
+            tx.execute(
+                "INSERT INTO definitions (name, json) VALUES ('half', '{}')",
+                [],
+            )?;
+            panic!("a bug in a write");
+        });
+        assert!(matches!(out, Err(StoreError::Task(_))), "{out:?}");
+        s.write(|tx| {
+            tx.execute(
+                "INSERT INTO definitions (name, json) VALUES ('whole', '{}')",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(definitions(&s), ["whole"]);
+    }
+
+    #[test]
+    fn a_write_that_fails_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let out: Result<()> = s.write(|tx| {
+            tx.execute(
+                "INSERT INTO definitions (name, json) VALUES ('half', '{}')",
+                [],
+            )?;
+            tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(())
+        });
+        assert!(out.is_err());
+        s.write(|tx| {
+            tx.execute(
+                "INSERT INTO definitions (name, json) VALUES ('whole', '{}')",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(definitions(&s), ["whole"]);
     }
 }
