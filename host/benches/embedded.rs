@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 
 use conveyor_host::bindings::Event;
 use conveyor_host::{
-    ApiClient, EngineSettings, Grants, Limits, Log, LogSink, NoClient, RunContext, RunLogger,
-    Sandbox, build_engine, start_epoch_ticker,
+    ApiClient, EngineSettings, Grants, NoClient, RunContext, RunLogger, Sandbox, build_engine,
+    start_epoch_ticker,
 };
 use serde_json::json;
 use support::Host;
+use support::bench::{BUDGET, CountingSink};
 
 /// Concurrent HTTP clients creating resources.
 const CLIENTS: usize = 64;
@@ -100,16 +101,6 @@ fn sqlite_floor(dir: &Path, n: usize) -> rusqlite::Result<f64> {
 
 // ---- floor 2: the sandbox alone ------------------------------------------------------------
 
-#[derive(Default)]
-struct CountingSink(AtomicU64);
-
-impl LogSink for CountingSink {
-    fn write(&self, line: Log) {
-        black_box(line);
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Events a second through `Sandbox::reconcile` of `wasm` on two workers, no store.
 fn sandbox_floor(wasm: &Path, payload: &str, n: usize) -> anyhow::Result<f64> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -127,14 +118,7 @@ fn sandbox_floor(wasm: &Path, payload: &str, n: usize) -> anyhow::Result<f64> {
         let pre = Arc::new(sandbox.prepare(&component)?);
         let sink = Arc::new(CountingSink::default());
         let client: Arc<dyn ApiClient> = Arc::new(NoClient("the benchmark has no API client"));
-        let limits = Limits {
-            timeout: Duration::from_secs(30),
-            cpu: Duration::from_secs(10),
-            memory: 64 << 20,
-            result_size: 1 << 20,
-            log_lines: 10_000,
-            log_bytes: 1 << 20,
-        };
+        let limits = BUDGET;
         let start = Instant::now();
         let per_task = n / 16;
         let mut tasks = Vec::new();

@@ -24,21 +24,11 @@ use conveyor_host::Log;
 use conveyor_host::RunLogger;
 use conveyor_host::RunState;
 use conveyor_host::bindings::{ClientError, Created, DriverPre, Event};
-use conveyor_host::{
-    ApiClient, Grants, GuestOutcome, Limits, LogSink, RunContext, RunOutcome, Sandbox,
-};
+use conveyor_host::{ApiClient, Grants, GuestOutcome, LogSink, RunContext, RunOutcome, Sandbox};
 use conveyor_host::{EngineSettings, build_engine, start_epoch_ticker};
 use sha2::{Digest, Sha256};
+use support::bench::BUDGET;
 use wasmtime::component::Component;
-
-const BUDGET: Limits = Limits {
-    timeout: Duration::from_secs(30),
-    cpu: Duration::from_secs(10),
-    memory: 64 << 20,
-    result_size: 1 << 20,
-    log_lines: 10_000,
-    log_bytes: 1 << 20,
-};
 
 /// Lines each driver logs per event: three working steps and a closing line.
 const STEPS: u64 = 3;

@@ -29,20 +29,18 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use conveyor_host::Log;
 use conveyor_host::NoClient;
 use conveyor_host::RunLogger;
 use conveyor_host::RunState;
 use conveyor_host::bindings::conveyor::driver::{client, log, types};
 use conveyor_host::bindings::{ClientError, Created, Driver, DriverPre, Event, Outcome};
-use conveyor_host::{
-    ApiClient, Grants, GuestOutcome, Limits, LogSink, RunContext, RunOutcome, Sandbox,
-};
+use conveyor_host::{ApiClient, Grants, GuestOutcome, Limits, RunContext, RunOutcome, Sandbox};
 use conveyor_host::{EngineSettings, build_engine, start_epoch_ticker};
 use criterion::Criterion;
+use support::bench::{BUDGET, CountingSink};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -72,15 +70,6 @@ const SUMMARY_ITERATIONS: u32 = 2_000;
 const SUMMARY_ROUNDS: u32 = 10;
 /// Untimed iterations before the summary's loop.
 const SUMMARY_WARMUP: u32 = 200;
-
-const BUDGET: Limits = Limits {
-    timeout: Duration::from_secs(30),
-    cpu: Duration::from_secs(10),
-    memory: 64 << 20,
-    result_size: 1 << 20,
-    log_lines: 10_000,
-    log_bytes: 1 << 20,
-};
 
 // ---- the floor: a bare store state ------------------------------------------------------
 
@@ -202,17 +191,6 @@ async fn floor_once(engine: &Engine, pre: &DriverPre<FloorState>, event: Event) 
 
 // ---- the sandbox: the host's path ---------------------------------------------------------
 
-/// A log sink that only counts lines.
-#[derive(Default)]
-struct CountingSink(AtomicU64);
-
-impl LogSink for CountingSink {
-    fn write(&self, line: Log) {
-        black_box(line);
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// One driver under test, prepared for both paths.
 struct Case {
     name: &'static str,
@@ -282,7 +260,7 @@ impl Bench {
             case.name
         );
 
-        let before = self.sink.0.load(Ordering::Relaxed);
+        let before = self.sink.lines();
         let outcome = self.sandbox(case).await;
         assert!(
             matches!(
@@ -295,7 +273,7 @@ impl Bench {
             "sandbox/{}: the driver did not succeed: {outcome:?}",
             case.name
         );
-        let lines = self.sink.0.load(Ordering::Relaxed) - before;
+        let lines = self.sink.lines() - before;
         assert_eq!(
             lines,
             u64::from(case.expected_lines),

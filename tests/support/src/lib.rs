@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod browser;
 pub mod certs;
 pub mod drivers;
