@@ -318,7 +318,7 @@ async function runsPage() {
       : [h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No runs' + (p.toString() ? ' match these filters.' : ' yet.')))]);
     const next = headers.get('X-Conveyor-Next-After');
     const older = new URLSearchParams(p);
-    if (next) older.set('after', next);
+    if (next) older.set('after', decodeURIComponent(next));
     refill(pager, (next || '') + '|' + (p.get('after') || ''), [
       p.get('after') ? h('a', { href: '#/runs?' + without(p, 'after') }, '← Newest') : null,
       next ? h('a', { href: '#/runs?' + older }, 'Older →') : null,
@@ -552,7 +552,7 @@ async function pagedList(path, p) {
 function pagerLinks(base, p, next) {
   return h('div', { class: 'pager' },
     p.get('after') ? h('a', { href: base }, '← First page') : null,
-    next ? h('a', { href: base + '?after=' + encodeURIComponent(next) }, 'Next page →') : null);
+    next ? h('a', { href: base + '?after=' + next }, 'Next page →') : null);
 }
 
 async function typesPage() {

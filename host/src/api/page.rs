@@ -8,8 +8,17 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 
-/// The response header naming the cursor of the next page: pass it as `after`.
+/// The response header naming the cursor of the next page: pass it as `after`. It is
+/// percent-encoded (a name may hold any character, a header only visible ASCII), ready to
+/// go into a query string as it is.
 pub const NEXT_AFTER: HeaderName = HeaderName::from_static("x-conveyor-next-after");
+
+/// What a cursor keeps as it is: letters, digits and `-._~`, as in a URL's query.
+const CURSOR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A route's page sizes.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +59,11 @@ where
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|i| cursor(i).into()))
         .flatten()
-        .and_then(|c| HeaderValue::from_str(&c).ok());
+        .map(|c: String| {
+            let encoded = percent_encoding::utf8_percent_encode(&c, CURSOR).to_string();
+            // Only ASCII is left, so this cannot fail.
+            HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
+        });
     let body = Json(items);
     match next {
         Some(c) => ([(NEXT_AFTER, c)], body).into_response(),
@@ -76,6 +89,12 @@ mod tests {
         assert_eq!(
             full.headers().get(NEXT_AFTER).map(|v| v.as_bytes()),
             Some(&b"b"[..])
+        );
+        let named = respond(vec!["x", "ü b"], 2, |s| s.to_string());
+        assert_eq!(
+            named.headers().get(NEXT_AFTER).map(|v| v.as_bytes()),
+            Some(&b"%C3%BC%20b"[..]),
+            "any name makes a cursor"
         );
         let short = respond(vec!["a"], 2, |s| s.to_string());
         assert!(short.headers().get(NEXT_AFTER).is_none());
