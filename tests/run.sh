@@ -45,8 +45,17 @@ echo "==> building the drivers (wasm32-wasip2)"
 cargo build --release --target wasm32-wasip2 -p sample-driver -p rust-driver -p test-driver -p noop-driver \
     -p step-a -p step-b -p step-c
 
-echo "==> cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+# Clippy lints the workspace's crates while they are built for the tests: clippy-driver as the
+# workspace's rustc wrapper, as `cargo clippy` itself runs it, with its `-D warnings` passed
+# the way cargo-clippy passes it. The dependencies are then compiled once, instead of once
+# checked for `cargo clippy` and once built for `cargo test`: a cold run takes about ten
+# minutes less. Every target `cargo clippy --workspace --all-targets` lints is built here.
+CLIPPY_DRIVER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+export RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER"
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+
+echo "==> building every target with clippy's lints (cargo clippy --workspace --all-targets -- -D warnings)"
+cargo test --workspace --all-targets --no-run
 
 echo "==> cargo test"
 # Unit tests first, the end-to-end tests (one binary, tests/e2e) last (doc tests are not run:

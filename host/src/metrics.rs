@@ -35,6 +35,8 @@ pub const RUNS_IN_FLIGHT: &str = "conveyor_runs_in_flight";
 pub const RUNS: &str = "conveyor_runs";
 /// Log lines stored, by driver.
 pub const LOG_LINES: &str = "conveyor_log_lines_total";
+/// Events put back because another host was reconciling the same resource, by driver.
+pub const HELD_ELSEWHERE: &str = "conveyor_held_elsewhere_total";
 
 /// The host's metrics.
 pub struct Metrics {
@@ -51,6 +53,8 @@ pub struct Metrics {
     pub in_flight: IntGaugeVec,
     /// See [`LOG_LINES`].
     pub log_lines: IntCounterVec,
+    /// See [`HELD_ELSEWHERE`].
+    pub held_elsewhere: IntCounterVec,
     queue_depth: IntGaugeVec,
     runs_in_flight: IntGauge,
     runs: IntGaugeVec,
@@ -172,6 +176,11 @@ impl Metrics {
                 IntCounterVec::new(Opts::new(LOG_LINES, "Log lines stored."), &["driver"])
                     .expect("valid metric"),
             ),
+            held_elsewhere: counter(
+                HELD_ELSEWHERE,
+                "Events put back because another host was reconciling the same resource.",
+                &["driver"],
+            ),
             queue_depth: reg(
                 &registry,
                 IntGaugeVec::new(
@@ -195,6 +204,11 @@ impl Metrics {
             ),
             registry,
         }
+    }
+
+    /// Records an event put back because another host holds its resource.
+    pub fn held_elsewhere(&self, driver: &str) {
+        self.held_elsewhere.with_label_values(&[driver]).inc();
     }
 
     /// Records that a reconcile started.

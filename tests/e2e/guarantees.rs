@@ -184,20 +184,22 @@ async fn coalescing_keeps_the_event_in_flight_for_the_same_resource() {
 
 /// The test driver as a second version: its build marker patched from `v1` to `v2`.
 pub(crate) fn test_driver_v2() -> Vec<u8> {
+    patched_test_driver(b"conveyor-test-build:v1", b"conveyor-test-build:v2")
+}
+
+/// The test driver with `marker`, which appears once in the component, replaced by `with`
+/// (of the same length).
+pub(crate) fn patched_test_driver(marker: &[u8], with: &[u8]) -> Vec<u8> {
+    assert_eq!(marker.len(), with.len());
     let mut bytes = std::fs::read(support::rust_driver("test-driver")).expect("read test-driver");
-    let marker = b"conveyor-test-build:v1";
     let at: Vec<usize> = bytes
         .windows(marker.len())
         .enumerate()
         .filter(|(_, w)| *w == marker)
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(
-        at.len(),
-        1,
-        "the build marker appears once in the component"
-    );
-    bytes[at[0] + marker.len() - 1] = b'2';
+    assert_eq!(at.len(), 1, "the marker appears once in the component");
+    bytes[at[0]..at[0] + with.len()].copy_from_slice(with);
     bytes
 }
 

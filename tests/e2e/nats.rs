@@ -480,3 +480,195 @@ async fn host_reconnects_after_a_nats_restart() {
         host.log()
     );
 }
+
+/// Waits until `n` pull requests wait on the test driver's consumer: that many hosts are
+/// attached and idle.
+async fn wait_for_pullers(conveyor: &Conveyor, n: usize) {
+    let ready = within_30s(|| async {
+        let Ok(stream) = conveyor.js.get_stream("messages").await else {
+            return false;
+        };
+        stream
+            .consumer_info("test-driver")
+            .await
+            .is_ok_and(|i| i.num_waiting >= n)
+    })
+    .await;
+    assert!(ready, "{n} hosts pulling");
+}
+
+/// The value of `name{driver="test-driver"}` in a host's metrics; zero when absent.
+async fn test_driver_counter(host: &Host, name: &str) -> u64 {
+    let (_, text) = host.metrics().await;
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{driver=\"test-driver\"}}")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Each run's (start, end) from its `phase` lines on the logs stream, by run id.
+fn hold_intervals(logs: &[Value]) -> HashMap<String, (String, String)> {
+    let mut spans: HashMap<String, (String, String)> = HashMap::new();
+    for line in logs {
+        let (Some(run), Some(at)) = (line["runid"].as_str(), line["timestamp"].as_str()) else {
+            continue;
+        };
+        let span = spans.entry(run.to_string()).or_default();
+        match line["phase"].as_str() {
+            Some("start") => span.0 = at.to_string(),
+            Some("end") => span.1 = at.to_string(),
+            _ => {}
+        }
+    }
+    spans
+}
+
+/// Two hosts, four slots each, and 50 updates to one resource: no two reconciles of it ever
+/// overlap (the driver's `start` and `end` lines never interleave), every update is
+/// reconciled, and the hosts did meet each other's lease.
+#[tokio::test]
+async fn two_hosts_never_reconcile_one_resource_at_once() {
+    let dir_a = workdir(&["test-driver"]);
+    let dir_b = workdir(&["test-driver"]);
+    let server = NatsServer::start(dir_a.path());
+    let conveyor = Conveyor::connect(&server.url).await;
+    let config = nats_config(&server, "[defaults]\nconcurrency = 4\n");
+    let host_a = Host::start(dir_a.path(), &config);
+    let host_b = Host::start(dir_b.path(), &config);
+    conveyor.wait_for_consumer("test-driver").await;
+    wait_for_pullers(&conveyor, 2).await;
+
+    let res = resource("test", "shared", json!({"action": "hold", "ms": 40}));
+    let mut runs = Vec::new();
+    for _ in 0..50 {
+        runs.push(conveyor.publish("resources.test", "update", &res).await);
+    }
+    let results = conveyor.results(50, Duration::from_secs(120)).await;
+    let counts = count_by_run(&results);
+    let missing = runs.iter().filter(|r| !counts.contains_key(*r)).count();
+    assert_eq!(
+        missing,
+        0,
+        "every update reconciled; host A log:\n{}",
+        host_a.log()
+    );
+    conveyor.quiet(Duration::from_secs(30)).await;
+
+    let logs = conveyor.logs(100, Duration::from_secs(30)).await;
+    let spans = hold_intervals(&logs);
+    let mut spans: Vec<(String, String)> = runs
+        .iter()
+        .map(|r| {
+            spans
+                .get(r)
+                .cloned()
+                .expect("each run logged start and end")
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        let ((_, end), (next_start, _)) = (&pair[0], &pair[1]);
+        assert!(
+            end <= next_start,
+            "a reconcile ending at {end} overlaps one starting at {next_start}"
+        );
+    }
+    let waited = test_driver_counter(&host_a, "conveyor_held_elsewhere_total").await
+        + test_driver_counter(&host_b, "conveyor_held_elsewhere_total").await;
+    assert!(waited > 0, "the hosts never met each other's lease");
+}
+
+/// The host holding a resource's lease is SIGKILLed mid-reconcile: the other host, refused
+/// while the lease lived, reconciles both that event (redelivered) and the one that waited
+/// once the lease has expired.
+#[tokio::test]
+async fn a_dead_hosts_lease_expires_and_the_other_host_continues() {
+    let dir_a = workdir(&["test-driver"]);
+    let dir_b = workdir(&["test-driver"]);
+    let server = NatsServer::start(dir_a.path());
+    let conveyor = Conveyor::connect(&server.url).await;
+    // One slot each: A, busy with the long event, pulls nothing more.
+    let config = nats_config(&server, "lease_ttl = \"3s\"\n[defaults]\nconcurrency = 1\n");
+    let mut host_a = crate::spawn(dir_a.path(), &config);
+    conveyor.wait_for_consumer("test-driver").await;
+    let long = resource("test", "held", json!({"action": "hold", "ms": 600_000}));
+    let first = conveyor.publish("resources.test", "update", &long).await;
+    let started = conveyor.logs(1, Duration::from_secs(30)).await;
+    assert_eq!(started.first().map(|l| &l["runid"]), Some(&json!(first)));
+
+    let host_b = Host::start(dir_b.path(), &config);
+    wait_for_pullers(&conveyor, 1).await;
+    let short = resource("test", "held", json!({"action": "hold", "ms": 10}));
+    let second = conveyor.publish("resources.test", "update", &short).await;
+    assert!(
+        within_30s(|| async {
+            test_driver_counter(&host_b, "conveyor_held_elsewhere_total").await > 0
+        })
+        .await,
+        "host B was refused while A held the lease; its log:\n{}",
+        host_b.log()
+    );
+    host_a.kill();
+
+    let results = conveyor.results(1, Duration::from_secs(60)).await;
+    assert_eq!(
+        results.first().map(|r| &r["run_id"]),
+        Some(&json!(second)),
+        "the waiting update ran once A's lease expired; B log:\n{}",
+        host_b.log()
+    );
+    // The killed host's event is redelivered to B and starts there (to run for minutes).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &Value| l["runid"] == json!(first) && l["phase"] == "start")
+    {
+        assert!(Instant::now() < deadline, "not redelivered to B: {seen:?}");
+        seen.extend(conveyor.logs(10, Duration::from_millis(500)).await);
+    }
+}
+
+/// The test driver reloaded as a version that listens to another resource type: the
+/// consumer's filter subjects follow without a restart, and an event of the new type gets
+/// its result.
+#[tokio::test]
+async fn a_driver_reloaded_with_other_resources_gets_their_events() {
+    let dir = workdir(&["test-driver"]);
+    let server = NatsServer::start(dir.path());
+    let conveyor = Conveyor::connect(&server.url).await;
+    let _host = Host::start(dir.path(), &nats_config(&server, ""));
+    conveyor.wait_for_consumer("test-driver").await;
+
+    let v2 = crate::guarantees::patched_test_driver(b"test-reload-v1", b"test-reload-v2");
+    crate::guarantees::drop_in(&dir.path().join("drivers"), "test-driver.wasm", &v2);
+    let wanted = "resources.test-reload-v2".to_string();
+    assert!(
+        within_30s(|| async {
+            let Ok(stream) = conveyor.js.get_stream("messages").await else {
+                return false;
+            };
+            stream
+                .consumer_info("test-driver")
+                .await
+                .is_ok_and(|i| i.config.filter_subjects.contains(&wanted))
+        })
+        .await,
+        "the consumer's filter subjects follow the reload"
+    );
+    let res = resource(
+        "test-reload-v2",
+        "new-kind",
+        json!({"action": "ok", "lines": 0}),
+    );
+    let run = conveyor
+        .publish("resources.test-reload-v2", "create", &res)
+        .await;
+    let results = conveyor.results(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        results.first().map(|r| &r["run_id"]),
+        Some(&json!(run)),
+        "{results:?}"
+    );
+}

@@ -64,6 +64,21 @@ pub enum Settlement {
     },
     /// Acknowledge without a result: the driver does not want this event.
     Skip,
+    /// Deliver again after `delay`, without counting an attempt: another host is reconciling
+    /// the same resource for this driver (see [`EventSource::hold`]).
+    Elsewhere {
+        /// How long to wait.
+        delay: Duration,
+    },
+}
+
+/// Whether this host may reconcile a delivery's resource now (see [`EventSource::hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// It may; the hold lasts until the delivery is settled.
+    Held,
+    /// Another host is reconciling the same resource for the same driver.
+    Elsewhere,
 }
 
 /// A source of deliveries, one stream per driver.
@@ -86,6 +101,18 @@ pub trait EventSource: Send + Sync + 'static {
         &self,
         driver: &str,
     ) -> impl Future<Output = Result<Delivery<Self::Token>, Self::Error>> + Send;
+
+    /// Takes the delivery's resource for this host, across every host that serves the driver,
+    /// before its reconcile; the manager already holds it within this host. The hold ends
+    /// when the delivery is settled. A source with a single consumer (the embedded queue)
+    /// has nothing to take.
+    fn hold(
+        &self,
+        delivery: &Delivery<Self::Token>,
+    ) -> impl Future<Output = Result<Hold, Self::Error>> + Send {
+        let _ = delivery;
+        std::future::ready(Ok(Hold::Held))
+    }
 
     /// Records what became of a delivery. On success the delivery is never handed out again;
     /// on error it will be, later (at-least-once).

@@ -108,6 +108,9 @@ pub(super) fn config(c: &Config) -> Result<(), String> {
     if e.ack_wait < Duration::from_secs(1) {
         return Err("events.ack_wait: must be at least 1s".to_string());
     }
+    if e.lease_ttl < Duration::from_secs(1) {
+        return Err("events.lease_ttl: must be at least 1s".to_string());
+    }
     if c.conveyor.cert.is_some() != c.conveyor.key.is_some() {
         return Err("conveyor.cert and conveyor.key must be given together".to_string());
     }

@@ -404,6 +404,16 @@ pub struct EventsConfig {
     /// reconciles send in-progress acks well within it.
     #[serde(default = "default_ack_wait", deserialize_with = "units::duration")]
     pub ack_wait: Duration,
+    /// One reconcile per driver and resource across every host (`nats` source): a lease per
+    /// resource in the JetStream key-value bucket `conveyor_host_leases`. Default on; a
+    /// deployment with one host may turn it off to save two JetStream writes per event.
+    #[serde(default = "default_true")]
+    pub leases: bool,
+    /// How long a lease outlives its last renewal (`nats` source): the lease bucket's
+    /// `max_age`. A host that dies frees its resources after this. Renewed with the
+    /// in-progress acks. Default `30s`.
+    #[serde(default = "default_lease_ttl", deserialize_with = "units::duration")]
+    pub lease_ttl: Duration,
 }
 
 impl Default for EventsConfig {
@@ -413,8 +423,14 @@ impl Default for EventsConfig {
             url: None,
             tls: None,
             ack_wait: default_ack_wait(),
+            leases: true,
+            lease_ttl: default_lease_ttl(),
         }
     }
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_ack_wait() -> Duration {

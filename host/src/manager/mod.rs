@@ -69,29 +69,34 @@ impl<S: EventSource> Manager<S> {
 
     /// Serves every loaded driver until `shutdown` is cancelled, then lets the runs in flight
     /// finish (each is bounded by its timeout). A driver added to the registry gets its slots;
-    /// a removed one has its slots stopped once its runs in flight finish.
+    /// a removed one has its slots stopped once its runs in flight finish, and one whose
+    /// resource types changed gets new slots on a new attach.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut changes = self.registry.subscribe();
-        let mut drivers: HashMap<String, CancellationToken> = HashMap::new();
+        // Each served driver's stop token and the resource types it was attached with.
+        let mut drivers: HashMap<String, (CancellationToken, Vec<String>)> = HashMap::new();
         let mut tasks = JoinSet::new();
         loop {
-            let names: Vec<String> = self
+            let loaded: HashMap<String, Vec<String>> = self
                 .registry
                 .all()
                 .iter()
-                .map(|d| d.info.name.clone())
+                .map(|d| (d.info.name.clone(), d.info.resources.clone()))
                 .collect();
-            drivers.retain(|name, stop| {
-                let keep = names.contains(name);
+            // A removed driver stops; one reloaded with other resource types is attached
+            // again (in NATS mode its consumer's filter subjects follow). The runs in flight
+            // of a stopped one finish first.
+            drivers.retain(|name, (stop, resources)| {
+                let keep = loaded.get(name) == Some(resources);
                 if !keep {
                     stop.cancel();
                 }
                 keep
             });
-            for name in names {
+            for (name, resources) in loaded {
                 if !drivers.contains_key(&name) {
                     let stop = shutdown.child_token();
-                    drivers.insert(name.clone(), stop.clone());
+                    drivers.insert(name.clone(), (stop.clone(), resources));
                     tasks.spawn(self.clone().serve_driver(name, stop));
                 }
             }

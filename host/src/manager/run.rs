@@ -1,5 +1,6 @@
 //! One delivery, top to bottom: admit (does the driver want it?), lock (one reconcile per
-//! driver and resource at a time), sandbox (a fresh instance within the driver's limits and
+//! driver and resource at a time in this host), hold (and across hosts, where the source
+//! has several), sandbox (a fresh instance within the driver's limits and
 //! grants), verdict (what the outcome means), flush (every log line of the run is stored or
 //! published), settle (the result, built once, goes back to the source with the delivery).
 
@@ -10,11 +11,15 @@ use tokio_util::sync::CancellationToken;
 use super::client::RunClient;
 use super::retry::{self, Verdict};
 use super::{DriverPolicy, Manager};
-use crate::backend::{Delivery, EventSource, Settlement};
+use crate::backend::{Delivery, EventSource, Hold, Settlement};
 use crate::error_chain;
 use crate::result::RunResult;
 use crate::wasm::bindings::Event;
 use crate::wasm::{RunContext, RunLogger};
+
+/// How long an event whose resource another host is reconciling waits before it is
+/// delivered again.
+const ELSEWHERE_DELAY: Duration = Duration::from_millis(250);
 
 impl<S: EventSource> Manager<S> {
     /// Handles one delivery and settles it.
@@ -48,6 +53,23 @@ impl<S: EventSource> Manager<S> {
             k = self.keys.clone().lock(key) => k,
             _ = shutdown.cancelled() => return Settlement::Retry { delay: Duration::ZERO },
         };
+        // Hold: the same resource across hosts (NATS mode's lease). One held elsewhere, or
+        // a hold that cannot be asked for, comes back soon without using up an attempt.
+        match self.source.hold(d).await {
+            Ok(Hold::Held) => {}
+            Ok(Hold::Elsewhere) => {
+                self.metrics.held_elsewhere(&d.driver);
+                return Settlement::Elsewhere {
+                    delay: ELSEWHERE_DELAY,
+                };
+            }
+            Err(e) => {
+                tracing::warn!(driver = %d.driver, run_id = %d.run_id, error = %error_chain(&e), "cannot take the resource's lease; delivering the event again soon");
+                return Settlement::Elsewhere {
+                    delay: Duration::from_secs(1),
+                };
+            }
+        }
 
         // Sandbox.
         let policy = self.policies.for_driver(&d.driver);

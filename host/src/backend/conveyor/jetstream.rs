@@ -13,21 +13,20 @@
 //! `ack_wait`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
-use futures::StreamExt;
+use tokio_util::task::TaskTracker;
 
-use crate::backend::{Delivery, EventSource, Settlement};
+use super::lease::{Lease, LeaseError, Leases};
+use super::pull::Puller;
+use crate::backend::{Delivery, EventSource, Hold, Settlement};
 use crate::config::EventsConfig;
 use crate::conveyor::{MESSAGES_STREAM, RESULT_SUBJECT, Resource};
 use crate::manager::DriverPolicy;
 use crate::result::RunResult;
 use crate::wasm::DriverInfo;
-
-/// How long one pull request waits for a message before it is renewed.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// Why the JetStream source failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,22 +61,41 @@ pub enum JetStreamError {
     /// JetStream did not confirm storing the result.
     #[error("JetStream did not store the result")]
     Stored(#[source] async_nats::jetstream::context::PublishError),
-    /// The message could not be acknowledged.
-    #[error("ack failed")]
-    Ack(#[source] async_nats::Error),
+    /// The resource's lease could not be taken or read.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 /// A connection to a Conveyor deployment's NATS.
 pub struct NatsSource {
     client: async_nats::Client,
     js: jetstream::Context,
-    consumers: Mutex<HashMap<String, consumer::PullConsumer>>,
+    drivers: Mutex<HashMap<String, Attached>>,
     ack_wait: Duration,
+    /// The cross-host leases, unless `[events] leases = false`.
+    leases: Option<Leases>,
+    /// Acks being confirmed (and leases released) after their slots moved on.
+    confirming: TaskTracker,
 }
 
-/// A delivery's handle: the message, and the task that keeps its lease alive.
+/// A driver attached to its consumer.
+#[derive(Clone)]
+struct Attached {
+    puller: Arc<Puller>,
+    /// Deliveries after which a message is terminated: one that crashes every host that
+    /// takes it stops there. Waits for a lease are not counted.
+    max_deliveries: u32,
+}
+
+/// A delivery's handle: the message, the lease on its resource once held, and the task that
+/// keeps both alive.
 pub struct NatsToken {
     message: jetstream::Message,
+    /// Stream sequence, for the lease waits noted against it.
+    seq: u64,
+    /// Deliveries that were waits for a lease, not attempts.
+    waits: u32,
+    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
     progress: tokio::task::JoinHandle<()>,
 }
 
@@ -88,8 +106,8 @@ impl Drop for NatsToken {
 }
 
 impl NatsSource {
-    /// Connects to NATS (waiting for it if it is not up yet), with TLS when configured.
-    /// Reconnection after an outage is automatic.
+    /// Connects to NATS (waiting for it if it is not up yet), with TLS when configured, and
+    /// opens the lease bucket. Reconnection after an outage is automatic.
     pub async fn connect(config: &EventsConfig) -> Result<NatsSource, JetStreamError> {
         let mut options = async_nats::ConnectOptions::new()
             .name("conveyor-host")
@@ -120,11 +138,28 @@ impl NatsSource {
                 url: url.to_string(),
                 source,
             })?;
+        let js = jetstream::new(client.clone());
+        let leases = if config.leases {
+            let leases = loop {
+                match Leases::open(&js, config.lease_ttl).await {
+                    Ok(l) => break l,
+                    Err(e) => {
+                        tracing::warn!(error = %crate::error_chain(&e), "cannot open the lease bucket yet (is JetStream enabled?); retrying in 2s");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            };
+            Some(leases)
+        } else {
+            None
+        };
         Ok(NatsSource {
-            js: jetstream::new(client.clone()),
+            js,
             client,
-            consumers: Mutex::new(HashMap::new()),
+            drivers: Mutex::new(HashMap::new()),
             ack_wait: config.ack_wait,
+            leases,
+            confirming: TaskTracker::new(),
         })
     }
 
@@ -133,8 +168,15 @@ impl NatsSource {
         self.client.clone()
     }
 
-    fn consumer(&self, driver: &str) -> Result<consumer::PullConsumer, JetStreamError> {
-        self.consumers
+    /// Waits until every ack sent so far is confirmed (or has failed) and its lease released:
+    /// the last step of a shutdown.
+    pub async fn drain(&self) {
+        self.confirming.close();
+        self.confirming.wait().await;
+    }
+
+    fn attached(&self, driver: &str) -> Result<Attached, JetStreamError> {
+        self.drivers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(driver)
@@ -142,14 +184,33 @@ impl NatsSource {
             .ok_or_else(|| JetStreamError::NotAttached(driver.to_string()))
     }
 
-    fn keep_alive(&self, message: &jetstream::Message) -> tokio::task::JoinHandle<()> {
+    /// Keeps the message from being redelivered, and its lease (once held) from expiring,
+    /// while the reconcile runs.
+    fn keep_alive(
+        &self,
+        message: &jetstream::Message,
+        lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    ) -> tokio::task::JoinHandle<()> {
         let message = message.clone();
-        let every = self.ack_wait / 3;
+        let leases = self.leases.clone();
+        let every = match &leases {
+            Some(l) => self.ack_wait.min(l.ttl()) / 3,
+            None => self.ack_wait / 3,
+        };
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 if let Err(e) = message.ack_with(AckKind::Progress).await {
                     tracing::debug!(error = %e, "in-progress ack failed");
+                }
+                if let Some(leases) = &leases {
+                    let mut held = lease.lock().await;
+                    if let Some(l) = held.as_mut()
+                        && !leases.renew(l).await
+                    {
+                        tracing::warn!(subject = %message.subject, "lost the resource's lease (it expired and another host took it) during a reconcile");
+                        *held = None;
+                    }
                 }
             }
         })
@@ -186,29 +247,41 @@ impl NatsSource {
             .map_err(JetStreamError::Stored)?;
         Ok(())
     }
-}
 
-impl NatsSource {
+    /// Acks the message with `kind` and, off the slot, waits for the server to confirm the
+    /// ack, then gives the resource's lease back.
+    fn ack_then_release(&self, token: NatsToken, kind: AckKind) {
+        let leases = self.leases.clone();
+        self.confirming.spawn(async move {
+            let NatsToken {
+                ref message,
+                ref lease,
+                ..
+            } = token;
+            if let Err(e) = message.double_ack_with(kind).await {
+                tracing::warn!(subject = %message.subject, error = %e, "the ack was not confirmed; the event may be delivered again");
+            }
+            if let (Some(leases), Some(l)) = (leases, lease.lock().await.take()) {
+                leases.release(l).await;
+            }
+        });
+    }
+
     /// Publishes the result and, once JetStream has stored it, acknowledges the message with
-    /// `kind` and waits for the server to confirm the ack.
+    /// `kind` (confirmed off the slot).
     async fn finish(
         &self,
-        delivery: &Delivery<NatsToken>,
+        delivery: Delivery<NatsToken>,
         result: &RunResult,
         kind: AckKind,
     ) -> Result<(), JetStreamError> {
-        let message = &delivery.token.message;
-        if let Err(e) = self.publish_result(delivery, result).await {
+        if let Err(e) = self.publish_result(&delivery, result).await {
             // Try again soon rather than after ack_wait; the reconcile runs again.
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            self.ack_then_release(delivery.token, AckKind::Nak(Some(Duration::from_secs(1))));
             return Err(e);
         }
-        message
-            .double_ack_with(kind)
-            .await
-            .map_err(JetStreamError::Ack)
+        self.ack_then_release(delivery.token, kind);
+        Ok(())
     }
 }
 
@@ -273,6 +346,9 @@ impl EventSource for NatsSource {
     type Token = NatsToken;
     type Error = JetStreamError;
 
+    /// Creates the driver's durable consumer, or updates it to the driver's filter subjects
+    /// and policy (a driver reloaded with other resources is attached again), and starts its
+    /// puller.
     async fn attach(
         &self,
         driver: &DriverInfo,
@@ -292,23 +368,28 @@ impl EventSource for NatsSource {
             }
         };
         let filter_subjects = crate::routing::filter_subjects(driver);
+        // The host decides when to give up (max_attempts) and publishes a final result then;
+        // this bound only stops a message that crashes every host from looping.
+        let max_deliveries = policy
+            .retry
+            .max_attempts
+            .saturating_mul(2)
+            .saturating_add(3);
         let config = consumer::pull::Config {
             durable_name: Some(driver.name.clone()),
             name: Some(driver.name.clone()),
             description: Some(format!("conveyor-host driver {}", driver.name)),
-            filter_subjects,
+            filter_subjects: filter_subjects.clone(),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.ack_wait,
             deliver_policy: consumer::DeliverPolicy::All,
-            // The host decides when to give up (max_attempts) and publishes a final result
-            // then; this bound only stops a message that crashes every host from looping.
-            max_deliver: i64::from(
-                policy
-                    .retry
-                    .max_attempts
-                    .saturating_mul(2)
-                    .saturating_add(3),
-            ),
+            // With leases, JetStream's count includes the waits for a lease, so the host
+            // applies the bound itself, without them.
+            max_deliver: if self.leases.is_some() {
+                -1
+            } else {
+                i64::from(max_deliveries)
+            },
             max_ack_pending: 1000.max(i64::from(policy.concurrency) * 16),
             ..Default::default()
         };
@@ -320,74 +401,97 @@ impl EventSource for NatsSource {
                     driver: driver.name.clone(),
                     source,
                 })?;
-        tracing::info!(driver = %driver.name, "attached to JetStream consumer");
-        self.consumers
+        tracing::info!(driver = %driver.name, subjects = ?filter_subjects, "attached to JetStream consumer");
+        let attached = Attached {
+            puller: Arc::new(Puller::start(consumer, driver.name.clone())),
+            max_deliveries,
+        };
+        // A puller replaced here stops once its last waiting slot lets go of it.
+        self.drivers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(driver.name.clone(), consumer);
+            .insert(driver.name.clone(), attached);
         Ok(())
     }
 
     async fn next(&self, driver: &str) -> Result<Delivery<NatsToken>, JetStreamError> {
-        let consumer = self.consumer(driver)?;
+        let attached = self.attached(driver)?;
         loop {
-            // One message per free slot: nothing waits in a local buffer while its ack timer
-            // runs, so another host can take what this one cannot start.
-            let mut batch = match consumer
-                .fetch()
-                .max_messages(1)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(%driver, error = %e, "pull request failed; retrying in 1s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            let Some(message) = attached.puller.next().await else {
+                return Err(JetStreamError::NotAttached(driver.to_string()));
             };
-            while let Some(message) = batch.next().await {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(%driver, error = %e, "pull failed; retrying in 1s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                let attempt = message
-                    .info()
-                    .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
-                    .unwrap_or(1);
-                match parse(&message.payload) {
-                    Ok(m) => {
-                        let progress = self.keep_alive(&message);
-                        return Ok(Delivery {
-                            token: NatsToken { message, progress },
-                            driver: driver.to_string(),
-                            event: m.event,
-                            payload: m.payload,
-                            resource: m.resource,
-                            run_id: m.run_id,
-                            message_id: m.id,
-                            attempt,
-                        });
-                    }
-                    Err(reason) => {
-                        tracing::warn!(
-                            %driver,
-                            subject = %message.subject,
-                            %reason,
-                            "terminating an unusable message"
-                        );
-                        if let Err(e) = message.ack_with(AckKind::Term).await {
-                            tracing::warn!(%driver, error = %e, "could not terminate the message");
-                        }
+            let (delivered, seq) = message
+                .info()
+                .map(|i| (i.delivered, i.stream_sequence))
+                .unwrap_or((1, 0));
+            let delivered = u32::try_from(delivered).unwrap_or(u32::MAX).max(1);
+            let waits = match &self.leases {
+                Some(leases) if delivered > 1 => leases.waits(driver, seq).await,
+                _ => 0,
+            };
+            let attempt = delivered.saturating_sub(waits).max(1);
+            let usable = if attempt > attached.max_deliveries {
+                Err(format!(
+                    "delivered {attempt} times without a result (a host stopped during each attempt?); giving up"
+                ))
+            } else {
+                parse(&message.payload)
+            };
+            match usable {
+                Ok(m) => {
+                    let lease = Arc::default();
+                    let progress = self.keep_alive(&message, Arc::clone(&lease));
+                    return Ok(Delivery {
+                        token: NatsToken {
+                            message,
+                            seq,
+                            waits,
+                            lease,
+                            progress,
+                        },
+                        driver: driver.to_string(),
+                        event: m.event,
+                        payload: m.payload,
+                        resource: m.resource,
+                        run_id: m.run_id,
+                        message_id: m.id,
+                        attempt,
+                    });
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        %driver,
+                        subject = %message.subject,
+                        %reason,
+                        "terminating an unusable message"
+                    );
+                    if let Err(e) = message.ack_with(AckKind::Term).await {
+                        tracing::warn!(%driver, error = %e, "could not terminate the message");
                     }
                 }
             }
         }
+    }
+
+    async fn hold(&self, delivery: &Delivery<NatsToken>) -> Result<Hold, JetStreamError> {
+        let Some(leases) = &self.leases else {
+            return Ok(Hold::Held);
+        };
+        let taken = leases
+            .take(
+                &delivery.driver,
+                &delivery.resource.resource,
+                &delivery.resource.name,
+                &delivery.run_id,
+            )
+            .await?;
+        Ok(match taken {
+            Some(lease) => {
+                *delivery.token.lease.lock().await = Some(lease);
+                Hold::Held
+            }
+            None => Hold::Elsewhere,
+        })
     }
 
     async fn settle(
@@ -395,15 +499,25 @@ impl EventSource for NatsSource {
         delivery: Delivery<NatsToken>,
         settlement: Settlement,
     ) -> Result<(), JetStreamError> {
-        let message = &delivery.token.message;
-        let ack = |kind| async move { message.ack_with(kind).await.map_err(JetStreamError::Ack) };
         match settlement {
             // A transient failure that ran out of attempts is terminated, so JetStream
             // records that the host gave up on it.
-            Settlement::Done(result) => self.finish(&delivery, &result, AckKind::Ack).await?,
-            Settlement::GaveUp(result) => self.finish(&delivery, &result, AckKind::Term).await?,
-            Settlement::Retry { delay } => ack(AckKind::Nak(Some(delay))).await?,
-            Settlement::Skip => ack(AckKind::Ack).await?,
+            Settlement::Done(result) => self.finish(delivery, &result, AckKind::Ack).await?,
+            Settlement::GaveUp(result) => self.finish(delivery, &result, AckKind::Term).await?,
+            Settlement::Retry { delay } => {
+                self.ack_then_release(delivery.token, AckKind::Nak(Some(delay)))
+            }
+            Settlement::Skip => self.ack_then_release(delivery.token, AckKind::Ack),
+            Settlement::Elsewhere { delay } => {
+                // Noted first, so the next delivery does not count this one as an attempt.
+                if let Some(leases) = &self.leases {
+                    let token = &delivery.token;
+                    leases
+                        .note_wait(&delivery.driver, token.seq, token.waits + 1)
+                        .await;
+                }
+                self.ack_then_release(delivery.token, AckKind::Nak(Some(delay)));
+            }
         }
         Ok(())
     }

@@ -1,10 +1,14 @@
 //! NATS mode: the host joins a Conveyor deployment. Events come from its JetStream with
 //! upstream's subjects and JSON ([`jetstream`]), log lines go to its log subjects ([`logs`]),
 //! results are published for its pipeline engine, and the drivers' API client calls its REST
-//! API ([`rest_client`]). Several hosts serving the same driver share its durable consumer.
+//! API ([`rest_client`]). Several hosts serving the same driver share its durable consumer,
+//! pulled in batches for the free slots ([`pull`]), and take a lease on each resource before
+//! reconciling it ([`lease`]), so that one resource is reconciled by one host at a time.
 
 pub mod jetstream;
+pub mod lease;
 pub mod logs;
+mod pull;
 pub mod rest_client;
 
 use std::path::PathBuf;
@@ -75,9 +79,19 @@ pub async fn start(settings: Settings, shared: Shared) -> anyhow::Result<Started
             "the Conveyor API client is not configured: set [conveyor] api_url in the host config",
         )),
     };
-    let manager = Manager::new(source, logs.clone(), client, &shared, Default::default());
+    let manager = Manager::new(
+        source.clone(),
+        logs.clone(),
+        client,
+        &shared,
+        Default::default(),
+    );
     Ok(Started {
-        manager: tokio::spawn(manager.run(shared.shutdown)),
+        manager: tokio::spawn(async move {
+            manager.run(shared.shutdown).await;
+            // The last acks are confirmed and their leases given back before the host stops.
+            source.drain().await;
+        }),
         logs,
         routes: axum::Router::new(),
         gauges: None,

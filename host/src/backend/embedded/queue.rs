@@ -265,7 +265,8 @@ impl EventSource for Queue {
                     .write_off(move |tx| pipeline::settle(tx, id, StepEnd::Result(&result)))
                     .await
             }
-            Settlement::Retry { delay } => {
+            // The queue has one consumer, this host: nothing is held elsewhere.
+            Settlement::Retry { delay } | Settlement::Elsewhere { delay } => {
                 let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 self.store.release(id, due).map(|()| true)
             }

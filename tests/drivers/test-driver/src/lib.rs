@@ -8,6 +8,7 @@
 //! | `panic` | panics with `spec.message` |
 //! | `loop` | spins forever |
 //! | `sleep` | sleeps `spec.ms` milliseconds, then succeeds with `data.attempt` |
+//! | `hold` | logs `start`, sleeps `spec.ms` milliseconds, logs `end` and succeeds: the log timestamps show when it ran |
 //! | `memory` | allocates without bound |
 //! | `stdout` | prints `spec.message` to stdout and stderr, then succeeds |
 //! | `fail` | returns a permanent failure |
@@ -45,7 +46,9 @@ struct TestDriver;
 
 impl Driver for TestDriver {
     const NAME: &'static str = "test-driver";
-    const RESOURCES: &'static [&'static str] = &["test"];
+    /// `test-reload-v1` is a marker: a test patches it in the component's bytes to make a
+    /// second version that listens to other resources.
+    const RESOURCES: &'static [&'static str] = &["test", "test-reload-v1"];
 
     fn reconcile(payload: &str, event: &str, run_id: &str, logger: &Logger) -> DriverResult {
         let resource = match Resource::<Value>::parse(payload) {
@@ -85,6 +88,12 @@ impl Driver for TestDriver {
                 std::thread::sleep(std::time::Duration::from_millis(number("ms", 100)));
                 DriverResult::success("slept")
                     .with_data(json!({"attempt": logger.attempt(), "build": build()}))
+            }
+            "hold" => {
+                logger.log([("phase", "start")], "start");
+                std::thread::sleep(std::time::Duration::from_millis(number("ms", 100)));
+                logger.log([("phase", "end")], "end");
+                DriverResult::success("held")
             }
             "memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
