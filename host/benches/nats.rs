@@ -14,7 +14,7 @@
 //!   driver and with the sample driver logging five lines: per message a pull for the free
 //!   slots, the resource's lease taken, a fresh sandboxed instance, `reconcile`, the logs
 //!   stored, the result published and confirmed, the ack, the lease released. Timed from the
-//!   first result to the last.
+//!   first result to the last. At 16 also with `leases = false` (one host, no lease).
 //!
 //! Then the time from publish to result, p50 and p99, with events published at a steady half
 //! of the measured rate (concurrency 16).
@@ -153,16 +153,17 @@ async fn result_floor(js: &jetstream::Context, consumer: &consumer::PullConsumer
     (n - 1) as f64 / elapsed.as_secs_f64()
 }
 
-/// A host in NATS mode serving `drivers`, at `concurrency`.
+/// A host in NATS mode serving `drivers`, at `concurrency`, with or without leases.
 async fn start_host(
     url: &str,
     drivers: &Path,
     data: &Path,
     concurrency: u32,
+    leases: bool,
 ) -> conveyor_host::Running {
     let config = conveyor_host::Config::parse(
         &format!(
-            "drivers_dir = {:?}\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[events]\nsource = \"nats\"\nurl = \"{url}\"\n[defaults]\nconcurrency = {concurrency}\n",
+            "drivers_dir = {:?}\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[events]\nsource = \"nats\"\nurl = \"{url}\"\nleases = {leases}\n[defaults]\nconcurrency = {concurrency}\n",
             drivers, data
         ),
         data,
@@ -174,16 +175,39 @@ async fn start_host(
 /// The host's consumer, created ahead so the pre-published messages are retained for it; the
 /// host's own attach updates it to its exact settings.
 async fn host_consumer(js: &jetstream::Context, driver: &str, kind: &str) {
+    // Deliver policy `all`, as the host's own (JetStream does not let an update change it).
+    js.get_stream("messages")
+        .await
+        .expect("stream")
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(driver.into()),
+            filter_subjects: vec![
+                format!("resources.{kind}"),
+                format!("drivers.{driver}.resources.{kind}"),
+            ],
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+}
+
+/// The reader of the host's results. `pipeline-engine` is a work queue: what an earlier case
+/// (the result floor's) left in it is purged first, so only this case's results are counted.
+async fn results_reader(js: &jetstream::Context) -> consumer::PullConsumer {
+    js.get_stream("pipeline-engine")
+        .await
+        .expect("stream")
+        .purge()
+        .await
+        .expect("purge");
     durable(
         js,
-        "messages",
-        driver,
-        vec![
-            format!("resources.{kind}"),
-            format!("drivers.{driver}.resources.{kind}"),
-        ],
+        "pipeline-engine",
+        "bench-results",
+        vec!["pipelines.driver.result".into()],
     )
-    .await;
+    .await
 }
 
 async fn cleanup(js: &jetstream::Context, driver: &str) {
@@ -201,6 +225,7 @@ async fn host_rate(
     case: &Case,
     driver: &str,
     concurrency: u32,
+    leases: bool,
     n: usize,
 ) -> f64 {
     let (drivers, data) = (
@@ -210,14 +235,8 @@ async fn host_rate(
     std::fs::copy(&case.file, drivers.path().join(format!("{driver}.wasm"))).expect("copy");
     host_consumer(js, driver, case.kind).await;
     publish(js, case.kind, &case.spec, n).await;
-    let results = durable(
-        js,
-        "pipeline-engine",
-        "bench-results",
-        vec!["pipelines.driver.result".into()],
-    )
-    .await;
-    let host = start_host(url, drivers.path(), data.path(), concurrency).await;
+    let results = results_reader(js).await;
+    let host = start_host(url, drivers.path(), data.path(), concurrency, leases).await;
     let rate = drain_rate(&results, n).await;
     host.stop().await;
     cleanup(js, driver).await;
@@ -239,14 +258,8 @@ async fn latencies(
     );
     std::fs::copy(&case.file, drivers.path().join(format!("{driver}.wasm"))).expect("copy");
     host_consumer(js, driver, case.kind).await;
-    let results = durable(
-        js,
-        "pipeline-engine",
-        "bench-results",
-        vec!["pipelines.driver.result".into()],
-    )
-    .await;
-    let host = start_host(url, drivers.path(), data.path(), 16).await;
+    let results = results_reader(js).await;
+    let host = start_host(url, drivers.path(), data.path(), 16, true).await;
     let sent: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let publisher = {
         let (js, sent, spec, kind) = (js.clone(), sent.clone(), case.spec.clone(), case.kind);
@@ -356,31 +369,35 @@ fn main() {
             .expect("delete consumer");
 
         println!("\nevents per second through NATS ({n} events each, same nats-server, same run)");
-        println!("  {:<44} {bare_rate:>9.0} /s", "bare pull-and-ack loop");
+        println!("  {:<52} {bare_rate:>9.0} /s", "bare pull-and-ack loop");
         println!(
-            "  {:<44} {result_rate:>9.0} /s   ({:.1}% of bare)",
+            "  {:<52} {result_rate:>9.0} /s   ({:.1}% of bare)",
             "pull, publish result, ack (256 in flight)",
             result_rate / bare_rate * 100.0
         );
         for (case, s) in cases.iter().zip(&sandbox) {
             println!(
-                "  {:<44} {s:>9.0} /s",
+                "  {:<52} {s:>9.0} /s",
                 format!("sandbox alone, {} (2 workers)", case.label)
             );
         }
         let mut rate16 = Vec::new();
         for (case, s) in cases.iter().zip(&sandbox) {
             let driver = if case.kind == "noop" { "noop-driver" } else { "sample-driver" };
-            for concurrency in [1, 4, 16] {
-                let rate = host_rate(&url, &js, case, driver, concurrency, n).await;
+            for (concurrency, leases) in [(1, true), (4, true), (16, true), (16, false)] {
+                let rate = host_rate(&url, &js, case, driver, concurrency, leases, n).await;
+                let label = format!(
+                    "conveyor-host, {}, concurrency {concurrency}{}",
+                    case.label,
+                    if leases { "" } else { ", leases off" }
+                );
                 println!(
-                    "  {:<44} {rate:>9.0} /s   ({:.1}% of bare, {:.1}% of the result floor, {:.1}% of the sandbox)",
-                    format!("conveyor-host, {}, concurrency {concurrency}", case.label),
+                    "  {label:<52} {rate:>9.0} /s   ({:.1}% of bare, {:.1}% of the result floor, {:.1}% of the sandbox)",
                     rate / bare_rate * 100.0,
                     rate / result_rate * 100.0,
                     rate / s * 100.0,
                 );
-                if concurrency == 16 {
+                if concurrency == 16 && leases {
                     rate16.push(rate);
                 }
             }
@@ -391,7 +408,7 @@ fn main() {
             let count = n.min(5_000);
             let (p50, p99) = latencies(&url, &js, case, driver, rate / 2.0, count).await;
             println!(
-                "  {:<44} p50 {:>9}   p99 {:>9}   ({count} events at {:.0}/s)",
+                "  {:<52} p50 {:>9}   p99 {:>9}   ({count} events at {:.0}/s)",
                 case.label,
                 ms(p50),
                 ms(p99),

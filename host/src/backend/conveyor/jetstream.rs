@@ -58,9 +58,6 @@ pub enum JetStreamError {
     /// The result could not be published.
     #[error("cannot publish the result")]
     Publish(#[source] async_nats::jetstream::context::PublishError),
-    /// JetStream did not confirm storing the result.
-    #[error("JetStream did not store the result")]
-    Stored(#[source] async_nats::jetstream::context::PublishError),
     /// The resource's lease could not be taken or read.
     #[error(transparent)]
     Lease(#[from] LeaseError),
@@ -74,8 +71,10 @@ pub struct NatsSource {
     ack_wait: Duration,
     /// The cross-host leases, unless `[events] leases = false`.
     leases: Option<Leases>,
-    /// Acks being confirmed (and leases released) after their slots moved on.
+    /// Results and acks being confirmed (and leases released) after their slots moved on.
     confirming: TaskTracker,
+    /// Bounds `confirming`.
+    settling: Arc<tokio::sync::Semaphore>,
 }
 
 /// A driver attached to its consumer.
@@ -160,6 +159,7 @@ impl NatsSource {
             ack_wait: config.ack_wait,
             leases,
             confirming: TaskTracker::new(),
+            settling: Arc::new(tokio::sync::Semaphore::new(SETTLING)),
         })
     }
 
@@ -216,11 +216,13 @@ impl NatsSource {
         })
     }
 
+    /// Sends the result to `pipelines.driver.result`, returning the future of JetStream's
+    /// confirmation that it stored it.
     async fn publish_result(
         &self,
         delivery: &Delivery<NatsToken>,
         result: &RunResult,
-    ) -> Result<(), JetStreamError> {
+    ) -> Result<jetstream::context::PublishAckFuture, JetStreamError> {
         let event = serde_json::json!({
             "event": "driver.result",
             "run_id": delivery.run_id,
@@ -242,46 +244,77 @@ impl NatsSource {
         self.js
             .publish_with_headers(RESULT_SUBJECT, headers, body.into())
             .await
-            .map_err(JetStreamError::Publish)?
-            .await
-            .map_err(JetStreamError::Stored)?;
-        Ok(())
+            .map_err(JetStreamError::Publish)
     }
 
     /// Acks the message with `kind` and, off the slot, waits for the server to confirm the
     /// ack, then gives the resource's lease back.
-    fn ack_then_release(&self, token: NatsToken, kind: AckKind) {
+    async fn ack_then_release(&self, token: NatsToken, kind: AckKind) {
+        let Ok(permit) = self.settling.clone().acquire_owned().await else {
+            return;
+        };
         let leases = self.leases.clone();
         self.confirming.spawn(async move {
-            let NatsToken {
-                ref message,
-                ref lease,
-                ..
-            } = token;
-            if let Err(e) = message.double_ack_with(kind).await {
-                tracing::warn!(subject = %message.subject, error = %e, "the ack was not confirmed; the event may be delivered again");
-            }
-            if let (Some(leases), Some(l)) = (leases, lease.lock().await.take()) {
-                leases.release(l).await;
-            }
+            let _permit = permit;
+            confirm_and_release(token, kind, leases).await
         });
     }
 
-    /// Publishes the result and, once JetStream has stored it, acknowledges the message with
-    /// `kind` (confirmed off the slot).
+    /// Publishes the result and returns: the slot moves on while JetStream stores it (the
+    /// publishes of all slots are pipelined on the connection). Off the slot, once the
+    /// result is confirmed, the message is acked with `kind`, the ack confirmed and the lease
+    /// released; a result JetStream did not store has the message nak'ed instead, to run
+    /// again. At most [`SETTLING`] settlements are open at once.
     async fn finish(
         &self,
         delivery: Delivery<NatsToken>,
         result: &RunResult,
         kind: AckKind,
     ) -> Result<(), JetStreamError> {
-        if let Err(e) = self.publish_result(&delivery, result).await {
-            // Try again soon rather than after ack_wait; the reconcile runs again.
-            self.ack_then_release(delivery.token, AckKind::Nak(Some(Duration::from_secs(1))));
-            return Err(e);
-        }
-        self.ack_then_release(delivery.token, kind);
+        let stored = match self.publish_result(&delivery, result).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                // Try again soon rather than after ack_wait; the reconcile runs again.
+                self.ack_then_release(delivery.token, AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return Err(e);
+            }
+        };
+        let Ok(permit) = self.settling.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let (token, leases) = (delivery.token, self.leases.clone());
+        self.confirming.spawn(async move {
+            let _permit = permit;
+            let kind = match stored.await {
+                Ok(_) => kind,
+                Err(e) => {
+                    tracing::warn!(subject = %token.message.subject, error = %e, "JetStream did not store the result; the event runs again in 1s");
+                    AckKind::Nak(Some(Duration::from_secs(1)))
+                }
+            };
+            confirm_and_release(token, kind, leases).await;
+        });
         Ok(())
+    }
+}
+
+/// Settlements open at once (results sent and not yet confirmed, acks not yet confirmed):
+/// past this, slots wait in `settle`.
+const SETTLING: usize = 1024;
+
+/// Acks with `kind`, waits for the server to confirm it, then releases the lease.
+async fn confirm_and_release(token: NatsToken, kind: AckKind, leases: Option<Leases>) {
+    let NatsToken {
+        ref message,
+        ref lease,
+        ..
+    } = token;
+    if let Err(e) = message.double_ack_with(kind).await {
+        tracing::warn!(subject = %message.subject, error = %e, "the ack was not confirmed; the event may be delivered again");
+    }
+    if let (Some(leases), Some(l)) = (leases, lease.lock().await.take()) {
+        leases.release(l).await;
     }
 }
 
@@ -403,7 +436,12 @@ impl EventSource for NatsSource {
                 })?;
         tracing::info!(driver = %driver.name, subjects = ?filter_subjects, "attached to JetStream consumer");
         let attached = Attached {
-            puller: Arc::new(Puller::start(consumer, driver.name.clone())),
+            puller: Arc::new(Puller::start(
+                self.js.clone(),
+                self.client.clone(),
+                consumer,
+                driver.name.clone(),
+            )),
             max_deliveries,
         };
         // A puller replaced here stops once its last waiting slot lets go of it.
@@ -506,8 +544,9 @@ impl EventSource for NatsSource {
             Settlement::GaveUp(result) => self.finish(delivery, &result, AckKind::Term).await?,
             Settlement::Retry { delay } => {
                 self.ack_then_release(delivery.token, AckKind::Nak(Some(delay)))
+                    .await
             }
-            Settlement::Skip => self.ack_then_release(delivery.token, AckKind::Ack),
+            Settlement::Skip => self.ack_then_release(delivery.token, AckKind::Ack).await,
             Settlement::Elsewhere { delay } => {
                 // Noted first, so the next delivery does not count this one as an attempt.
                 if let Some(leases) = &self.leases {
@@ -516,7 +555,8 @@ impl EventSource for NatsSource {
                         .note_wait(&delivery.driver, token.seq, token.waits + 1)
                         .await;
                 }
-                self.ack_then_release(delivery.token, AckKind::Nak(Some(delay)));
+                self.ack_then_release(delivery.token, AckKind::Nak(Some(delay)))
+                    .await;
             }
         }
         Ok(())
