@@ -75,7 +75,14 @@ pub struct NatsSource {
     confirming: TaskTracker,
     /// Bounds `confirming`.
     settling: Arc<tokio::sync::Semaphore>,
+    /// The lease waits this host noted, by driver and stream sequence: the bucket's copy is
+    /// what another host reads; this one keeps the count when the bucket cannot be read.
+    waited: Mutex<HashMap<(String, u64), u32>>,
 }
+
+/// Entries `waited` keeps at most; past that it starts again (a count lost errs towards
+/// giving up sooner).
+const WAITED: usize = 100_000;
 
 /// A driver attached to its consumer.
 #[derive(Clone)]
@@ -160,6 +167,7 @@ impl NatsSource {
             leases,
             confirming: TaskTracker::new(),
             settling: Arc::new(tokio::sync::Semaphore::new(SETTLING)),
+            waited: Mutex::default(),
         })
     }
 
@@ -173,6 +181,19 @@ impl NatsSource {
     pub async fn drain(&self) {
         self.confirming.close();
         self.confirming.wait().await;
+    }
+
+    /// This host's count of a message's lease waits; with `set`, records it first.
+    fn waited_here(&self, driver: &str, seq: u64, set: Option<u32>) -> u32 {
+        let mut waited = self.waited.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (driver.to_string(), seq);
+        if let Some(n) = set {
+            if waited.len() >= WAITED {
+                waited.clear();
+            }
+            waited.insert(key.clone(), n);
+        }
+        waited.get(&key).copied().unwrap_or(0)
     }
 
     fn attached(&self, driver: &str) -> Result<Attached, JetStreamError> {
@@ -464,7 +485,10 @@ impl EventSource for NatsSource {
                 .unwrap_or((1, 0));
             let delivered = u32::try_from(delivered).unwrap_or(u32::MAX).max(1);
             let waits = match &self.leases {
-                Some(leases) if delivered > 1 => leases.waits(driver, seq).await,
+                Some(leases) if delivered > 1 => {
+                    let here = self.waited_here(driver, seq, None);
+                    leases.waits(driver, seq).await.max(here)
+                }
                 _ => 0,
             };
             let attempt = delivered.saturating_sub(waits).max(1);
@@ -537,6 +561,12 @@ impl EventSource for NatsSource {
         delivery: Delivery<NatsToken>,
         settlement: Settlement,
     ) -> Result<(), JetStreamError> {
+        if !matches!(settlement, Settlement::Elsewhere { .. }) && delivery.token.waits > 0 {
+            self.waited
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(delivery.driver.clone(), delivery.token.seq));
+        }
         match settlement {
             // A transient failure that ran out of attempts is terminated, so JetStream
             // records that the host gave up on it.
@@ -550,10 +580,9 @@ impl EventSource for NatsSource {
             Settlement::Elsewhere { delay } => {
                 // Noted first, so the next delivery does not count this one as an attempt.
                 if let Some(leases) = &self.leases {
-                    let token = &delivery.token;
-                    leases
-                        .note_wait(&delivery.driver, token.seq, token.waits + 1)
-                        .await;
+                    let (seq, waits) = (delivery.token.seq, delivery.token.waits + 1);
+                    self.waited_here(&delivery.driver, seq, Some(waits));
+                    leases.note_wait(&delivery.driver, seq, waits).await;
                 }
                 self.ack_then_release(delivery.token, AckKind::Nak(Some(delay)))
                     .await;

@@ -198,7 +198,7 @@ impl Leases {
                 .unwrap_or(0),
             Ok(None) => 0,
             Err(e) => {
-                tracing::debug!(error = %e, "could not read a message's lease waits");
+                tracing::warn!(error = %e, "could not read a message's lease waits; counting them as attempts");
                 0
             }
         }
@@ -212,7 +212,7 @@ impl Leases {
             .put(wait_key(consumer, seq), n.to_string().into())
             .await
         {
-            tracing::debug!(error = %e, "could not note a lease wait");
+            tracing::warn!(error = %e, "could not note a lease wait; the next delivery counts it as an attempt");
         }
     }
 }
