@@ -41,21 +41,21 @@ echo "==> SDK unit tests (Python, JavaScript)"
 "$TOOLS_VENV/bin/python" -m unittest discover -s guest-sdk/python
 (cd guest-sdk/js && "$TOOLS_VENV/bin/node" --import ./test/wit-imports.mjs --test test/*.test.mjs)
 
-echo "==> building the drivers (wasm32-wasip2)"
-cargo build --release --target wasm32-wasip2 -p sample-driver -p rust-driver -p test-driver -p noop-driver \
-    -p step-a -p step-b -p step-c
-
-# Clippy lints the workspace's crates while they are built for the tests: clippy-driver as the
-# workspace's rustc wrapper, as `cargo clippy` itself runs it, with its `-D warnings` passed
-# the way cargo-clippy passes it. The dependencies are then compiled once, instead of once
-# checked for `cargo clippy` and once built for `cargo test`: a cold run takes about ten
-# minutes less. Every target `cargo clippy --workspace --all-targets` lints is built here.
+# Clippy lints the workspace's crates while they are built: clippy-driver as the workspace's
+# rustc wrapper, as `cargo clippy` itself runs it, with its `-D warnings` passed the way
+# cargo-clippy passes it. The drivers are linted in their wasm32 build, the host, the SDK and
+# the harness in the test build (every target: lib, bins, tests, benches), so no dependency is
+# checked once for clippy and built again for the tests.
 CLIPPY_DRIVER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
 export RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
-echo "==> building every target with clippy's lints (cargo clippy --workspace --all-targets -- -D warnings)"
-cargo test --workspace --all-targets --no-run
+echo "==> building the drivers (wasm32-wasip2), with clippy's lints"
+cargo build --release --target wasm32-wasip2 -p sample-driver -p rust-driver -p test-driver -p noop-driver \
+    -p step-a -p step-b -p step-c
+
+echo "==> building the host, the SDK and the harness, every target, with clippy's lints"
+cargo test -p conveyor-host -p conveyor-driver -p conveyor-test-support --all-targets --no-run
 
 echo "==> cargo test"
 # Unit tests first, the end-to-end tests (one binary, tests/e2e) last (doc tests are not run:

@@ -566,6 +566,11 @@ impl EventSource for NatsSource {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&(delivery.driver.clone(), delivery.token.seq));
+            if let Some(leases) = &self.leases {
+                leases
+                    .forget_waits(&delivery.driver, delivery.token.seq)
+                    .await;
+            }
         }
         match settlement {
             // A transient failure that ran out of attempts is terminated, so JetStream

@@ -13,15 +13,69 @@
 //!
 //! A message put back because its resource was leased elsewhere is delivered again by
 //! JetStream, which counts that delivery. So that such waits do not use up the driver's
-//! attempts, the host also notes them in the bucket, under `wait.<consumer>.<stream sequence>`,
-//! and subtracts them from JetStream's delivery count.
+//! attempts, the host also notes them, under `wait.<consumer>.<stream sequence>` in a second
+//! bucket, [`WAITS_BUCKET`], and subtracts them from JetStream's delivery count.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 
-/// The bucket's name.
+/// The lease bucket's name.
 pub const BUCKET: &str = "conveyor_host_leases";
+/// The bucket of lease waits. Its notes outlive a lease (a message may wait in the stream
+/// longer than a TTL between two deliveries), are deleted once their message is settled, and
+/// expire after [`WAITS_TTL`] otherwise; [`WAITS_BYTES`] bounds it.
+pub const WAITS_BUCKET: &str = "conveyor_host_lease_waits";
+/// How long a wait note outlives its last write.
+pub const WAITS_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The most the waits bucket holds; the oldest notes go first past it.
+pub const WAITS_BYTES: i64 = 64 << 20;
+
+/// Creates a key-value bucket with history 1 and `max_age`, or opens the existing one (and
+/// says so when its `max_age` differs).
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<kv::Store, LeaseError> {
+    let config = kv::Config {
+        bucket: name.to_string(),
+        description: description.to_string(),
+        history: 1,
+        max_age,
+        max_bytes: if name == WAITS_BUCKET {
+            WAITS_BYTES
+        } else {
+            -1
+        },
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(kv) => Ok(kv),
+        Err(created) => {
+            let kv = js
+                .get_key_value(name)
+                .await
+                .map_err(|_| LeaseError::Bucket(created.into()))?;
+            let status = kv
+                .status()
+                .await
+                .map_err(|e| LeaseError::Bucket(e.into()))?;
+            let theirs = status.info.config.max_age;
+            if theirs != max_age {
+                tracing::warn!(
+                    bucket = name,
+                    configured = %humantime::format_duration(max_age),
+                    bucket_ttl = %humantime::format_duration(theirs),
+                    "the bucket exists with another max_age; using the bucket's"
+                );
+            }
+            Ok(kv)
+        }
+    }
+}
 
 /// Why a lease operation failed (the broker could not be asked, or said no for a reason
 /// other than "held").
@@ -45,6 +99,7 @@ pub enum LeaseError {
 #[derive(Clone)]
 pub struct Leases {
     kv: kv::Store,
+    waits: kv::Store,
     /// Names this host in the leases it writes.
     holder: String,
     ttl: Duration,
@@ -58,42 +113,24 @@ pub struct Lease {
 }
 
 impl Leases {
-    /// Opens the bucket, creating it with `ttl` as its `max_age` when it does not exist. A
-    /// bucket made by another host with another TTL is used as it is (every host must agree
-    /// on one TTL); the difference is logged.
+    /// Opens the buckets, creating them when they do not exist: [`BUCKET`] with `ttl` as its
+    /// `max_age`, and [`WAITS_BUCKET`]. A lease bucket made by another host with another TTL
+    /// is used as it is (every host must agree on one TTL); the difference is logged.
     pub async fn open(js: &jetstream::Context, ttl: Duration) -> Result<Leases, LeaseError> {
-        let config = kv::Config {
-            bucket: BUCKET.to_string(),
-            description: "conveyor-host: one reconcile per driver and resource across hosts"
-                .to_string(),
-            history: 1,
-            max_age: ttl,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let kv = match js.create_key_value(config).await {
-            Ok(kv) => kv,
-            Err(created) => {
-                let kv = js
-                    .get_key_value(BUCKET)
-                    .await
-                    .map_err(|_| LeaseError::Bucket(created.into()))?;
-                let status = kv
-                    .status()
-                    .await
-                    .map_err(|e| LeaseError::Bucket(e.into()))?;
-                let theirs = status.info.config.max_age;
-                if theirs != ttl {
-                    tracing::warn!(
-                        bucket = BUCKET,
-                        configured = %humantime::format_duration(ttl),
-                        bucket_ttl = %humantime::format_duration(theirs),
-                        "the lease bucket exists with another TTL; using the bucket's"
-                    );
-                }
-                kv
-            }
-        };
+        let kv = bucket(
+            js,
+            BUCKET,
+            "conveyor-host: one reconcile per driver and resource across hosts",
+            ttl,
+        )
+        .await?;
+        let waits = bucket(
+            js,
+            WAITS_BUCKET,
+            "conveyor-host: deliveries that waited for a lease, not attempts",
+            WAITS_TTL,
+        )
+        .await?;
         let holder = format!(
             "{}/{}",
             hostname(),
@@ -103,7 +140,12 @@ impl Leases {
                 .get(..8)
                 .unwrap_or("host")
         );
-        Ok(Leases { kv, holder, ttl })
+        Ok(Leases {
+            kv,
+            waits,
+            holder,
+            ttl,
+        })
     }
 
     /// The lease TTL this host was configured with.
@@ -191,7 +233,7 @@ impl Leases {
     /// resource was leased elsewhere. Zero when unknown: the delivery count then counts
     /// those waits as attempts, which errs towards giving up sooner, never later.
     pub async fn waits(&self, consumer: &str, seq: u64) -> u32 {
-        match self.kv.get(wait_key(consumer, seq)).await {
+        match self.waits.get(wait_key(consumer, seq)).await {
             Ok(Some(v)) => std::str::from_utf8(&v)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -208,11 +250,20 @@ impl Leases {
     /// leased elsewhere.
     pub async fn note_wait(&self, consumer: &str, seq: u64, n: u32) {
         if let Err(e) = self
-            .kv
+            .waits
             .put(wait_key(consumer, seq), n.to_string().into())
             .await
         {
             tracing::warn!(error = %e, "could not note a lease wait; the next delivery counts it as an attempt");
+        }
+    }
+}
+
+impl Leases {
+    /// Forgets a settled message's waits.
+    pub async fn forget_waits(&self, consumer: &str, seq: u64) {
+        if let Err(e) = self.waits.purge(wait_key(consumer, seq)).await {
+            tracing::debug!(error = %e, "could not delete a settled message's lease waits; they expire");
         }
     }
 }
