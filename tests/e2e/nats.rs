@@ -484,17 +484,25 @@ async fn host_reconnects_after_a_nats_restart() {
 /// Waits until `n` pull requests wait on the test driver's consumer: that many hosts are
 /// attached and idle.
 async fn wait_for_pullers(conveyor: &Conveyor, n: usize) {
-    let ready = within_30s(|| async {
+    let ready = test_driver_consumer_within_30s(conveyor, |i| i.num_waiting >= n).await;
+    assert!(ready, "{n} hosts pulling");
+}
+
+/// Whether the test driver's consumer's info satisfies `check` within 30 s.
+async fn test_driver_consumer_within_30s(
+    conveyor: &Conveyor,
+    check: impl Fn(&async_nats::jetstream::consumer::Info) -> bool,
+) -> bool {
+    within_30s(|| async {
         let Ok(stream) = conveyor.js.get_stream("messages").await else {
             return false;
         };
         stream
             .consumer_info("test-driver")
             .await
-            .is_ok_and(|i| i.num_waiting >= n)
+            .is_ok_and(|i| check(&i))
     })
-    .await;
-    assert!(ready, "{n} hosts pulling");
+    .await
 }
 
 /// The value of `name{driver="test-driver"}` in a host's metrics; zero when absent.
@@ -652,16 +660,8 @@ async fn a_driver_reloaded_with_other_resources_gets_their_events() {
     crate::guarantees::drop_in(&dir.path().join("drivers"), "test-driver.wasm", &v2);
     let wanted = "resources.test-reload-v2".to_string();
     assert!(
-        within_30s(|| async {
-            let Ok(stream) = conveyor.js.get_stream("messages").await else {
-                return false;
-            };
-            stream
-                .consumer_info("test-driver")
-                .await
-                .is_ok_and(|i| i.config.filter_subjects.contains(&wanted))
-        })
-        .await,
+        test_driver_consumer_within_30s(&conveyor, |i| i.config.filter_subjects.contains(&wanted))
+            .await,
         "the consumer's filter subjects follow the reload"
     );
     let res = resource(

@@ -391,26 +391,24 @@ mod tests {
         .unwrap()
     }
 
+    fn insert_definition(tx: &Tx, name: &str) -> Result<()> {
+        tx.execute(
+            "INSERT INTO definitions (name, json) VALUES (?1, '{}')",
+            [name],
+        )?;
+        Ok(())
+    }
+
     #[test]
     fn a_write_that_panics_leaves_nothing_and_the_next_commits_alone() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
         let out: Result<()> = s.write(|tx| {
-            tx.execute(
-                "INSERT INTO definitions (name, json) VALUES ('half', '{}')",
-                [],
-            )?;
+            insert_definition(tx, "half")?;
             panic!("a bug in a write");
         });
         assert!(matches!(out, Err(StoreError::Task(_))), "{out:?}");
-        s.write(|tx| {
-            tx.execute(
-                "INSERT INTO definitions (name, json) VALUES ('whole', '{}')",
-                [],
-            )?;
-            Ok(())
-        })
-        .unwrap();
+        s.write(|tx| insert_definition(tx, "whole")).unwrap();
         assert_eq!(definitions(&s), ["whole"]);
     }
 
@@ -419,22 +417,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
         let out: Result<()> = s.write(|tx| {
-            tx.execute(
-                "INSERT INTO definitions (name, json) VALUES ('half', '{}')",
-                [],
-            )?;
+            insert_definition(tx, "half")?;
             tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
             Ok(())
         });
         assert!(out.is_err());
-        s.write(|tx| {
-            tx.execute(
-                "INSERT INTO definitions (name, json) VALUES ('whole', '{}')",
-                [],
-            )?;
-            Ok(())
-        })
-        .unwrap();
+        s.write(|tx| insert_definition(tx, "whole")).unwrap();
         assert_eq!(definitions(&s), ["whole"]);
     }
 }

@@ -69,8 +69,9 @@ pub struct NatsSource {
     js: jetstream::Context,
     drivers: Mutex<HashMap<String, Attached>>,
     ack_wait: Duration,
-    /// The cross-host leases, unless `[events] leases = false`.
-    leases: Option<Leases>,
+    /// The cross-host leases, unless `[events] leases = false`; shared with the tasks that
+    /// renew and release them.
+    leases: Option<Arc<Leases>>,
     /// Results and acks being confirmed (and leases released) after their slots moved on.
     confirming: TaskTracker,
     /// Bounds `confirming`.
@@ -155,7 +156,7 @@ impl NatsSource {
                     }
                 }
             };
-            Some(leases)
+            Some(Arc::new(leases))
         } else {
             None
         };
@@ -325,7 +326,7 @@ impl NatsSource {
 const SETTLING: usize = 1024;
 
 /// Acks with `kind`, waits for the server to confirm it, then releases the lease.
-async fn confirm_and_release(token: NatsToken, kind: AckKind, leases: Option<Leases>) {
+async fn confirm_and_release(token: NatsToken, kind: AckKind, leases: Option<Arc<Leases>>) {
     let NatsToken {
         ref message,
         ref lease,

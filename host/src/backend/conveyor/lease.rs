@@ -31,24 +31,21 @@ pub const WAITS_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The most the waits bucket holds; the oldest notes go first past it.
 pub const WAITS_BYTES: i64 = 64 << 20;
 
-/// Creates a key-value bucket with history 1 and `max_age`, or opens the existing one (and
-/// says so when its `max_age` differs).
+/// Creates a key-value bucket with history 1, `max_age` and `max_bytes` (-1: no bound), or
+/// opens the existing one (and says so when its `max_age` differs).
 async fn bucket(
     js: &jetstream::Context,
     name: &str,
     description: &str,
     max_age: Duration,
+    max_bytes: i64,
 ) -> Result<kv::Store, LeaseError> {
     let config = kv::Config {
         bucket: name.to_string(),
         description: description.to_string(),
         history: 1,
         max_age,
-        max_bytes: if name == WAITS_BUCKET {
-            WAITS_BYTES
-        } else {
-            -1
-        },
+        max_bytes,
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
@@ -122,6 +119,7 @@ impl Leases {
             BUCKET,
             "conveyor-host: one reconcile per driver and resource across hosts",
             ttl,
+            -1,
         )
         .await?;
         let waits = bucket(
@@ -129,6 +127,7 @@ impl Leases {
             WAITS_BUCKET,
             "conveyor-host: deliveries that waited for a lease, not attempts",
             WAITS_TTL,
+            WAITS_BYTES,
         )
         .await?;
         let holder = format!(
