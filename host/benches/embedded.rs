@@ -9,7 +9,8 @@
 //!   beside them (readers must not starve behind writers);
 //! - events completed per second end to end: from the first create sent to the last run
 //!   succeeded (its result stored, its event acked), read from `/metrics`;
-//! - the floors, measured in the same run: the same SQLite writes done directly (per event,
+//! - the floors, measured in the same run: the same load generator's `GET /health` (HTTP
+//!   with no work: the ceiling for creates on this machine), the same SQLite writes done directly (per event,
 //!   one transaction storing the resource, its version, its run and step and its queue row,
 //!   and one storing the result, the step's and run's status and removing the queue row; one
 //!   connection, cached statements, WAL, `synchronous=NORMAL`, the same disk), and the sandbox
@@ -91,6 +92,36 @@ fn sqlite_floor(dir: &Path, n: usize) -> rusqlite::Result<f64> {
         tx.commit()?;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+// ---- floor 3: HTTP alone ------------------------------------------------------------------
+
+/// Requests a second that the same load generator (`CLIENTS` connections) gets from the
+/// host's cheapest route, `GET /health`: the most creates a second that HTTP on this machine
+/// leaves room for, before any work is done for them.
+async fn http_floor(host: &Host, n: usize) -> f64 {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .expect("a client");
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), host.at("/health"));
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                    let r = client.get(&url).send().await.expect("GET /health");
+                    assert!(r.status().is_success(), "GET /health: {}", r.status());
+                    let _ = r.bytes().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a client");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
 }
 
 // ---- the host --------------------------------------------------------------------------
@@ -316,11 +347,6 @@ fn main() -> anyhow::Result<()> {
         r#"{"id":"1","name":"b","resource":"resource-1","metadata":{"version":"1"},"spec":{"delay_ms":0}}"#,
         n,
     )?;
-    println!("floors");
-    println!("  SQLite, the same writes directly    {sqlite:>10.0} events/s");
-    println!("  sandbox alone, noop (2 workers)     {noop_sandbox:>10.0} events/s");
-    println!("  sandbox alone, 5 lines (2 workers)  {sample_sandbox:>10.0} events/s\n");
-
     let dir = support::workdir(&["noop-driver", "sample-driver"]);
     let host = Host::start(
         dir.path(),
@@ -329,6 +355,14 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Warmed up (connections), then measured.
+    runtime.block_on(http_floor(&host, 500));
+    let http = runtime.block_on(http_floor(&host, n));
+    println!("floors");
+    println!("  SQLite, the same writes directly    {sqlite:>10.0} events/s");
+    println!("  sandbox alone, noop (2 workers)     {noop_sandbox:>10.0} events/s");
+    println!("  sandbox alone, 5 lines (2 workers)  {sample_sandbox:>10.0} events/s");
+    println!("  HTTP alone, GET /health ({CLIENTS} clients) {http:>7.0} requests/s\n");
     let cases: [(&str, &str, &str, serde_json::Value, f64); 2] = [
         ("noop", "noop", "noop-driver", json!({}), noop_sandbox),
         (
@@ -350,9 +384,10 @@ fn main() -> anyhow::Result<()> {
         let floor = sqlite.min(sandbox);
         println!("{label}");
         println!(
-            "  creates accepted   {:>10.0} /s   {:>5.1} % of the SQLite floor",
+            "  creates accepted   {:>10.0} /s   {:>5.1} % of the SQLite floor, {:.1} % of HTTP alone",
             f.creates_per_s,
-            100.0 * f.creates_per_s / sqlite
+            100.0 * f.creates_per_s / sqlite,
+            100.0 * f.creates_per_s / http
         );
         println!(
             "  events end to end  {:>10.0} /s   {:>5.1} % of the SQLite floor, {:.1} % of the lower floor ({floor:.0}/s)",

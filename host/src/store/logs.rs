@@ -32,8 +32,8 @@ pub struct LogFilter {
 
 impl Store {
     /// Appends log lines in one transaction and returns them with their sequence numbers.
-    pub fn append_logs(&self, lines: Vec<Log>) -> Result<Vec<StoredLog>> {
-        self.write(|tx| {
+    pub async fn append_logs(&self, lines: Vec<Log>) -> Result<Vec<StoredLog>> {
+        self.write_off(move |tx| {
             let mut out = Vec::with_capacity(lines.len());
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO logs (run_id, driver, pipeline, timestamp, message, labels)
@@ -55,6 +55,7 @@ impl Store {
             }
             Ok(out)
         })
+        .await
     }
 
     /// Reads log lines in chronological (sequence) order.
@@ -114,8 +115,8 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn logs_filter_and_order() {
+    #[tokio::test]
+    async fn logs_filter_and_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
         let line = |run: &str, driver: &str, msg: &str| Log {
@@ -132,6 +133,7 @@ mod tests {
                 line("R", "a", "2"),
                 line("S", "a", "3"),
             ])
+            .await
             .unwrap();
         let run = s
             .logs(&LogFilter {

@@ -15,14 +15,16 @@ pub mod resources;
 pub mod retention;
 pub mod runs;
 mod schema;
+mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::Connection;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
+
+use writer::{Announce, ReadJob, Work, WriteJob};
 
 pub use logs::{LogFilter, StoredLog};
 pub use queue::QueuedEvent;
@@ -51,40 +53,16 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// The SQLite store.
 pub struct Store {
-    writer: Mutex<Writer>,
-    /// Writers waiting for `writer`: while there is one, a writer leaves the transaction open
-    /// for it instead of committing (group commit).
-    queued: AtomicUsize,
-    /// Signalled after each commit (or failed commit) of a batch.
-    batch_done: Condvar,
+    /// Work for the writer thread, which owns the write connection (see [`writer`]); `None`
+    /// only while the store is dropped.
+    work: Option<mpsc::Sender<Work>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    announce: Arc<Announce>,
     /// Idle read connections; empty for a store that cannot have them (in memory, read-only),
-    /// whose reads go through the writer's connection and whose writes commit one by one.
+    /// whose reads go to the writer thread and whose writes commit one by one.
     readers: Mutex<Vec<Connection>>,
     /// Where to open more readers; `None` when there are none.
     path: Option<std::path::PathBuf>,
-    /// Runs that reached a final status, announced after the transaction that ended them
-    /// commits (log streams end on it).
-    ended: broadcast::Sender<RunEnded>,
-    /// Woken after a transaction that made events deliverable commits (see [`queue`]).
-    queue_changed: Notify,
-}
-
-/// The write connection and the batch of writes open on it.
-struct Writer {
-    conn: Connection,
-    /// Whether a transaction is open (a batch has writes not yet committed).
-    open: bool,
-    /// The number of the open batch, or of the last one.
-    batch: u64,
-    /// The last batch committed, or given up.
-    done: u64,
-    /// The batch whose commit failed last, with why.
-    failed: Option<(u64, String)>,
-    /// Writes in the open batch.
-    jobs: usize,
-    /// What the open batch announces once committed.
-    ended: Vec<RunEnded>,
-    wake: bool,
 }
 
 /// Runs a statement without parameters or rows from the statement cache.
@@ -95,9 +73,6 @@ fn cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// Statements each connection keeps prepared: every statement the store runs, with room (the
 /// list queries add one per combination of filters).
 const STATEMENTS: usize = 256;
-
-/// The most writes one transaction holds.
-const MAX_BATCH: usize = 256;
 
 /// Read connections kept open between reads.
 const MAX_IDLE_READERS: usize = 8;
@@ -189,163 +164,101 @@ impl Store {
 
     fn with(conn: Connection, path: Option<std::path::PathBuf>, announcements: usize) -> Store {
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
+        let announce = Arc::new(Announce {
+            ended: broadcast::channel(announcements).0,
+            queue_changed: tokio::sync::Notify::new(),
+        });
+        let (work, jobs) = mpsc::channel();
+        let grouped = path.is_some();
+        let shared = announce.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer::run(conn, jobs, grouped, &shared));
+        let writer = match writer {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                // Without a thread every write and read fails with this error (the work's
+                // receiver is gone), which the callers report.
+                tracing::error!(error = %e, "cannot start the store's writer thread");
+                None
+            }
+        };
         Store {
-            writer: Mutex::new(Writer {
-                conn,
-                open: false,
-                batch: 0,
-                done: 0,
-                failed: None,
-                jobs: 0,
-                ended: Vec::new(),
-                wake: false,
-            }),
-            queued: AtomicUsize::new(0),
-            batch_done: Condvar::new(),
+            work: Some(work),
+            writer,
+            announce,
             readers: Mutex::new(Vec::new()),
             path,
-            ended: broadcast::channel(announcements).0,
-            queue_changed: Notify::new(),
         }
     }
 
     /// Follows runs as they reach a final status.
     pub fn subscribe_ended(&self) -> broadcast::Receiver<RunEnded> {
-        self.ended.subscribe()
+        self.announce.ended.subscribe()
     }
 
     /// Runs `f` as one atomic write and returns once it is committed: on an error from `f`
     /// nothing of it is written, and the caller gets the error. After the commit, the runs it
     /// ended are announced and, if it made events deliverable, the queue's consumers are woken.
     ///
-    /// Writes that arrive together share a transaction (group commit): a write that finds
-    /// another writer waiting leaves the transaction open for it, and the last one in line
-    /// commits for all of them (at most [`MAX_BATCH`]). Each write is a savepoint within it,
-    /// so one that fails is rolled back alone; a commit that fails fails every write of its
-    /// batch, none of which is then written. A caller is answered only after its commit.
-    pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let mut w = self.writer();
-        self.queued.fetch_sub(1, Ordering::SeqCst);
-        let out = self.run_job(&mut w, f);
-        let batch = w.batch;
-        let grouped = self.path.is_some();
-        if !w.open {
-            // The batch could not begin, or was given up (its writers are told why).
-            drop(w);
-            self.batch_done.notify_all();
-            return out;
-        }
-        if grouped && w.jobs < MAX_BATCH && self.queued.load(Ordering::SeqCst) > 0 {
-            // Another writer is waiting for the connection: it, or the last after it, commits.
-            while w.done < batch {
-                w = self.batch_done.wait(w).unwrap_or_else(|p| p.into_inner());
-            }
-            return match &w.failed {
-                Some((b, why)) if *b == batch => Err(StoreError::Commit(why.clone())),
-                _ => out,
-            };
-        }
-        let committed = Self::commit(&mut w);
-        let ended = std::mem::take(&mut w.ended);
-        let wake = std::mem::take(&mut w.wake);
-        drop(w);
-        self.batch_done.notify_all();
-        committed?;
-        for e in ended {
-            // No subscriber is not an error.
-            let _ = self.ended.send(e);
-        }
-        if wake {
-            self.queue_changed.notify_waiters();
-        }
-        out
+    /// Writes run on the store's writer thread, one after another. Those that arrive while
+    /// others run share their transaction (group commit, at most [`writer::MAX_BATCH`]), each
+    /// in a savepoint of its own, so one that fails is rolled back alone; a commit that fails
+    /// fails every write of its batch, none of which is then written. A caller is answered
+    /// only after its commit. This blocks the calling thread until then; async code uses
+    /// [`Store::write_off`].
+    pub fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send,
+        T: Send,
+    {
+        let (answer, answered) = mpsc::sync_channel(1);
+        let job = write_job(f, move |out| {
+            let _ = answer.send(out);
+        });
+        // SAFETY: the job borrows from this frame (`'_` of `f` and `T`); it is made `'static`
+        // only to cross the channel. This call does not return before the writer thread is
+        // done with it: `answered` yields only after the job ran and its answer was sent, or
+        // once both were dropped (the job drops `f` before the answer's sender, see
+        // `write_job`), so nothing it borrows is used after this frame ends. The writer runs
+        // or drops every job it receives (it stops only once every sender is gone and the
+        // channel is empty).
+        let job: WriteJob<'static> =
+            unsafe { std::mem::transmute::<WriteJob<'_>, WriteJob<'static>>(job) };
+        self.send(Work::Write(job))?;
+        answered.recv().unwrap_or_else(|_| Err(writer_gone()))
     }
 
-    /// [`Store::write`] off the async workers, on the blocking pool: the caller's task waits
-    /// for its batch's commit without holding a worker thread, so writes from many tasks
-    /// arrive together and share a commit.
-    pub async fn write_off<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T>
+    /// [`Store::write`] for async callers: the task waits for its batch's commit without
+    /// holding a worker thread, so writes from many tasks arrive together and share a commit.
+    pub async fn write_off<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write(f))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = write_job(f, move |out| {
+            let _ = answer.send(out);
+        });
+        self.send(Work::Write(job))?;
+        answered.await.unwrap_or_else(|_| Err(writer_gone()))
     }
 
-    /// Runs one job in a savepoint of the open batch (beginning one if none is open).
-    fn run_job<T>(&self, w: &mut Writer, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        if !w.open {
-            w.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            w.open = true;
-            w.batch += 1;
-            w.jobs = 0;
-        }
-        if let Err(e) = cached(&w.conn, "SAVEPOINT job") {
-            Self::give_up(w, &e);
-            return Err(e.into());
-        }
-        let tx = Tx {
-            conn: &w.conn,
-            ended: RefCell::default(),
-            wake: Cell::new(false),
-        };
-        // A write that panics is rolled back like one that fails: unwinding past here would
-        // leave its half-done savepoint in the open batch, for the next writer to commit.
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)))
-            .unwrap_or_else(|_| Err(StoreError::Task("the write panicked".into())));
-        let Tx { ended, wake, .. } = tx;
-        let closed = match &out {
-            Ok(_) => cached(&w.conn, "RELEASE job"),
-            Err(_) => {
-                cached(&w.conn, "ROLLBACK TO job").and_then(|()| cached(&w.conn, "RELEASE job"))
-            }
-        };
-        if let Err(e) = closed {
-            Self::give_up(w, &e);
-            return Err(e.into());
-        }
-        w.jobs += 1;
-        if out.is_ok() {
-            w.ended.extend(ended.into_inner());
-            w.wake |= wake.get();
-        }
-        out
-    }
-
-    /// Commits the open batch; on failure rolls it back and marks it failed for its waiters.
-    fn commit(w: &mut Writer) -> Result<()> {
-        let result = cached(&w.conn, "COMMIT");
-        if let Err(e) = &result {
-            Self::give_up(w, e);
-        } else {
-            w.open = false;
-            w.done = w.batch;
-        }
-        result.map_err(Into::into)
-    }
-
-    /// Rolls the open batch back and tells its waiters why.
-    fn give_up(w: &mut Writer, e: &rusqlite::Error) {
-        // If even the rollback fails, SQLite has ended the transaction itself.
-        let _ = w.conn.execute_batch("ROLLBACK");
-        w.open = false;
-        w.done = w.batch;
-        w.failed = Some((w.batch, e.to_string()));
-        w.ended.clear();
-        w.wake = false;
+    fn send(&self, work: Work) -> Result<()> {
+        self.work
+            .as_ref()
+            .and_then(|w| w.send(work).ok())
+            .ok_or_else(writer_gone)
     }
 
     /// Reads through a connection of its own (WAL lets readers run beside the writer), which
     /// sees what is committed and nothing of an open batch.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send) -> Result<T>
+    where
+        T: Send,
+    {
         let Some(path) = &self.path else {
-            // No readers: writes commit one by one, so the writer's connection holds nothing
-            // uncommitted between them.
-            return f(&self.writer().conn);
+            return self.read_on_writer(f);
         };
         let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match idle {
@@ -371,11 +284,86 @@ impl Store {
         out
     }
 
-    fn writer(&self) -> MutexGuard<'_, Writer> {
-        // A write that panics is rolled back to its savepoint before the lock is let go (see
-        // `run_job`), so a poisoned lock is still safe to use.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    /// A read of a store without read connections, on the writer thread between commits (its
+    /// writes commit one by one, so it sees nothing uncommitted).
+    fn read_on_writer<T: Send>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send,
+    ) -> Result<T> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        let pending = Pending { f, answer };
+        let job: ReadJob<'_> = Box::new(move |conn: &Connection| {
+            // The whole of `pending`, so `f` is dropped before `answer` (field order).
+            let pending = pending;
+            let Pending { f, answer } = pending;
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Task("the read panicked".into())));
+            let _ = answer.send(out);
+        });
+        // SAFETY: as in `Store::write`: this call returns only once the job ran or was dropped.
+        let job: ReadJob<'static> =
+            unsafe { std::mem::transmute::<ReadJob<'_>, ReadJob<'static>>(job) };
+        self.send(Work::Read(job))?;
+        answered.recv().unwrap_or_else(|_| Err(writer_gone()))
     }
+}
+
+impl Drop for Store {
+    /// Closes the writer's channel and waits for it to finish what it holds (its last commit,
+    /// then the connection's close), so that the file is whole once the store is gone.
+    fn drop(&mut self) {
+        drop(self.work.take());
+        if let Some(writer) = self.writer.take() {
+            // The last reference may be dropped by a write's own closure on the writer thread.
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Task("the store's writer thread has stopped".into())
+}
+
+/// A job and what answers its caller, in this order: a job dropped without running drops `f`
+/// (and what it borrows) before `answer`, whose drop is what lets a waiting caller return.
+struct Pending<F, A> {
+    f: F,
+    answer: A,
+}
+
+/// The writer's job for `f`: runs it (a panic is its error), and answers with `reply` once
+/// the batch is over, with the commit's failure if the batch failed.
+fn write_job<'a, T, F, R>(f: F, reply: R) -> WriteJob<'a>
+where
+    F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'a,
+    R: FnOnce(Result<T>) + Send + 'a,
+    T: Send + 'a,
+{
+    let pending = Pending { f, answer: reply };
+    Box::new(move |tx: Result<&Tx<'_>>| {
+        // The whole of `pending`, so `f` is dropped before `answer` (field order).
+        let pending = pending;
+        let Pending { f, answer } = pending;
+        let out = match tx {
+            // A write that panics is rolled back like one that fails: unwinding past here
+            // would leave its half-done savepoint in the open batch, for the next writer to
+            // commit.
+            Ok(tx) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
+                .unwrap_or_else(|_| Err(StoreError::Task("the write panicked".into()))),
+            Err(e) => Err(e),
+        };
+        let ok = out.is_ok();
+        let answer: writer::Answer<'a> = Box::new(move |failed: Option<&str>| {
+            let out = match failed {
+                Some(why) if ok => Err(StoreError::Commit(why.to_string())),
+                _ => out,
+            };
+            answer(out);
+        });
+        (ok, answer)
+    })
 }
 
 #[cfg(test)]

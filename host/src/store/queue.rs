@@ -83,7 +83,7 @@ impl Store {
     /// (and `enable` it) before looking at the queue, so a commit between the look and the
     /// wait is not missed.
     pub fn queue_changed(&self) -> Notified<'_> {
-        self.queue_changed.notified()
+        self.announce.queue_changed.notified()
     }
 
     /// Takes the oldest event for `driver` that is due at `now_ms` and not being delivered,
@@ -94,30 +94,9 @@ impl Store {
     }
 
     /// [`Store::claim_next`] for up to `n` events at once, oldest first, in one write.
+    #[cfg(test)]
     pub fn claim(&self, driver: &str, now_ms: i64, n: usize) -> Result<Vec<QueuedEvent>> {
-        self.write(|tx| {
-            let rows: Vec<QueuedEvent> = tx
-                .prepare_cached(&format!(
-                    "SELECT id, attempts, {EVENT_COLUMNS}
-                     FROM queue WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
-                     ORDER BY not_before, id LIMIT ?3"
-                ))?
-                .query_map(params![driver, now_ms, n as i64], |r| {
-                    Ok(QueuedEvent {
-                        id: r.get(0)?,
-                        attempt: r.get::<_, u32>(1)? + 1,
-                        event: event_at(r, 2)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut mark =
-                tx.prepare_cached("UPDATE queue SET claimed = 1, attempts = ?2 WHERE id = ?1")?;
-            for q in &rows {
-                mark.execute(params![q.id, q.attempt])?;
-                runs::step_started(tx, &q.event.run_id, q.event.step, q.attempt)?;
-            }
-            Ok(rows)
-        })
+        self.write(|tx| claim(tx, driver, now_ms, n))
     }
 
     /// When the next not-yet-due event for `driver` becomes due, if any is waiting.
@@ -292,6 +271,32 @@ pub fn unclaimed_of_run(tx: &Tx<'_>, run_id: &str) -> Result<Vec<QueueRow>> {
     let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
         rows.extend(row(tx, id)?);
+    }
+    Ok(rows)
+}
+
+/// Takes up to `n` events for `driver` that are due at `now_ms` and not being delivered,
+/// oldest first: marks them (and their run steps) as being delivered and counts the attempts.
+pub fn claim(tx: &Tx<'_>, driver: &str, now_ms: i64, n: usize) -> Result<Vec<QueuedEvent>> {
+    let rows: Vec<QueuedEvent> = tx
+        .prepare_cached(&format!(
+            "SELECT id, attempts, {EVENT_COLUMNS}
+                 FROM queue WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
+                 ORDER BY not_before, id LIMIT ?3"
+        ))?
+        .query_map(params![driver, now_ms, n as i64], |r| {
+            Ok(QueuedEvent {
+                id: r.get(0)?,
+                attempt: r.get::<_, u32>(1)? + 1,
+                event: event_at(r, 2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut mark =
+        tx.prepare_cached("UPDATE queue SET claimed = 1, attempts = ?2 WHERE id = ?1")?;
+    for q in &rows {
+        mark.execute(params![q.id, q.attempt])?;
+        runs::step_started(tx, &q.event.run_id, q.event.step, q.attempt)?;
     }
     Ok(rows)
 }

@@ -87,11 +87,8 @@ async fn write_loop(
         }
         if !lines.is_empty() {
             let count = lines.len();
-            // Off the async workers, sharing a commit with the writes around it.
-            let writer = store.clone();
-            let appended = tokio::task::spawn_blocking(move || writer.append_logs(lines))
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())));
+            // Waited for off the async workers, sharing a commit with the writes around it.
+            let appended = store.append_logs(lines).await;
             match appended {
                 Ok(stored) => {
                     for line in &stored {

@@ -400,8 +400,8 @@ mod tests {
             &self,
             kind: &str,
             name: &str,
-            change: impl FnOnce(Resource) -> Resource,
-            run: impl FnOnce(&Resource) -> NewRun,
+            change: impl FnOnce(Resource) -> Resource + Send,
+            run: impl FnOnce(&Resource) -> NewRun + Send,
         ) -> Result<Option<Resource>> {
             self.write(|tx| {
                 let Some(current) = resources::read(tx, kind, name)? else {

@@ -225,20 +225,23 @@ impl EventSource for Queue {
             let now = now_ms();
             // One for this slot and one for each slot in line behind it.
             let wanted = 1 + looker.in_line.load(Ordering::SeqCst);
-            // Off the async workers: the claim shares a commit with the writes around it.
-            let (store, name, into) = (self.store.clone(), driver.to_string(), looker.clone());
-            let taken = tokio::task::spawn_blocking(move || {
-                let taken = store.claim(&name, now, wanted)?;
+            // Waited for off the async workers: the claim shares a commit with the writes
+            // around it.
+            let name = driver.to_string();
+            let taken = self
+                .store
+                .write_off(move |tx| crate::store::queue::claim(tx, &name, now, wanted))
+                .await
+                .map_err(QueueError::Claim)?;
+            let taken = {
                 let n = taken.len();
-                into.claimed
+                looker
+                    .claimed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .extend(taken);
-                Ok(n)
-            })
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
-            .map_err(QueueError::Claim)?;
+                n
+            };
             if taken > 0 {
                 continue;
             }
