@@ -236,12 +236,26 @@ impl Store {
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.write_soon(f).await
+    }
+
+    /// Hands `f` to the writer now and returns what waits for its commit. Writes run in the
+    /// order they are handed over, so a write handed over after this one sees it, whether or
+    /// not anyone waits for the commit.
+    pub fn write_soon<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job = write_job(f, move |out| {
             let _ = answer.send(out);
         });
-        self.send(Work::Write(job))?;
-        answered.await.unwrap_or_else(|_| Err(writer_gone()))
+        let sent = self.send(Work::Write(job));
+        async move {
+            sent?;
+            answered.await.unwrap_or_else(|_| Err(writer_gone()))
+        }
     }
 
     fn send(&self, work: Work) -> Result<()> {

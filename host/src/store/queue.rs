@@ -110,21 +110,9 @@ impl Store {
     }
 
     /// Puts a claimed event back, due again at `not_before_ms`; its step shows `retrying`.
+    #[cfg(test)]
     pub fn release(&self, id: i64, not_before_ms: i64) -> Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE queue SET claimed = 0, not_before = ?2 WHERE id = ?1",
-                params![id, not_before_ms],
-            )?;
-            tx.execute(
-                "UPDATE run_steps SET status = 'retrying'
-                 WHERE (run_id, step) IN (SELECT run_id, step FROM queue WHERE id = ?1)",
-                [id],
-            )?;
-            // A sleeping consumer computed its wait before this due time existed.
-            tx.wake_consumers();
-            Ok(())
-        })
+        self.write(|tx| release(tx, id, not_before_ms))
     }
 
     /// Unclaimed events for `driver` enqueued at or before `cutoff_ms`, oldest first.
@@ -273,6 +261,22 @@ pub fn unclaimed_of_run(tx: &Tx<'_>, run_id: &str) -> Result<Vec<QueueRow>> {
         rows.extend(row(tx, id)?);
     }
     Ok(rows)
+}
+
+/// Puts a claimed event back, deliverable again at `not_before_ms`.
+pub fn release(tx: &Tx<'_>, id: i64, not_before_ms: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE queue SET claimed = 0, not_before = ?2 WHERE id = ?1",
+        params![id, not_before_ms],
+    )?;
+    tx.execute(
+        "UPDATE run_steps SET status = 'retrying'
+         WHERE (run_id, step) IN (SELECT run_id, step FROM queue WHERE id = ?1)",
+        [id],
+    )?;
+    // A sleeping consumer computed its wait before this due time existed.
+    tx.wake_consumers();
+    Ok(())
 }
 
 /// Takes up to `n` events for `driver` that are due at `now_ms` and not being delivered,

@@ -256,42 +256,59 @@ impl EventSource for Queue {
         }
     }
 
+    /// Hands the settlement to the store's writer and returns without waiting for its
+    /// commit, so the slot starts its next event meanwhile: writes run in the order they are
+    /// handed over, so every later claim sees this one, and the result, the event's removal
+    /// and the run's next step are still one write. If the host stops before the commit, the
+    /// event is still claimed in the store and is delivered again at the next start; if the
+    /// write fails, it is put back after a pause.
     async fn settle(
         &self,
         delivery: Delivery<i64>,
         settlement: Settlement,
     ) -> Result<(), QueueError> {
         let id = delivery.token;
-        let settled = match settlement {
-            Settlement::Done(result) | Settlement::GaveUp(result) => {
+        type Committed = std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send>>;
+        let committed: Committed = match settlement {
+            Settlement::Done(result) | Settlement::GaveUp(result) => Box::pin(
                 self.store
-                    .write_off(move |tx| pipeline::settle(tx, id, StepEnd::Result(&result)))
-                    .await
-            }
+                    .write_soon(move |tx| pipeline::settle(tx, id, StepEnd::Result(&result))),
+            ),
             // The queue has one consumer, this host: nothing is held elsewhere.
             Settlement::Retry { delay } | Settlement::Elsewhere { delay } => {
                 let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                self.store.release(id, due).map(|()| true)
+                Box::pin(
+                    self.store.write_soon(move |tx| {
+                        crate::store::queue::release(tx, id, due).map(|()| true)
+                    }),
+                )
             }
             Settlement::Skip => {
                 let reason = format!(
                     "{} does not handle {} events",
                     delivery.driver, delivery.event
                 );
-                self.store
-                    .write_off(move |tx| pipeline::settle(tx, id, StepEnd::Skipped(&reason)))
-                    .await
+                Box::pin(
+                    self.store
+                        .write_soon(move |tx| pipeline::settle(tx, id, StepEnd::Skipped(&reason))),
+                )
             }
         };
-        let settled = settled.map(drop).map_err(QueueError::Settle);
-        if settled.is_err() {
-            // The transaction rolled back, so the event is as it was: claimed. Offer it again
-            // after a pause rather than only at the next start.
+        let store = self.store.clone();
+        let (driver, message_id) = (delivery.driver, delivery.message_id);
+        tokio::spawn(async move {
+            let Err(e) = committed.await else { return };
+            tracing::error!(%driver, %message_id, error = %crate::error_chain(&e), "could not settle the event; it will be delivered again");
+            // The write rolled back, so the event is as it was: claimed. Offer it again after
+            // a pause rather than only at the next start.
             let due = now_ms() + SETTLE_AGAIN_AFTER_MS;
-            if let Err(e) = self.store.release(id, due) {
+            if let Err(e) = store
+                .write_off(move |tx| crate::store::queue::release(tx, id, due))
+                .await
+            {
                 tracing::error!(event = id, error = %e, "cannot release an event whose settlement failed; it is delivered again at the next start");
             }
-        }
-        settled
+        });
+        Ok(())
     }
 }
