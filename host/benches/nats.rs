@@ -9,6 +9,9 @@
 //! - `pull, publish result, ack`: the same plus a result published to
 //!   `pipelines.driver.result` per message and the ack sent once JetStream has stored it
 //!   (256 in flight): the least NATS mode must do per event;
+//! - `... with the lease taken and released`: the same with the resource's lease (the host's
+//!   own `Leases`) taken before the result and released after the ack: the least NATS mode
+//!   must do per event with one reconcile per resource across hosts;
 //! - `sandbox alone`: the driver's reconciles with no broker at all, on two workers;
 //! - `conveyor-host`: the host (in process) at `concurrency` 1, 4 and 16, with the no-op
 //!   driver and with the sample driver logging five lines: per message a pull for the free
@@ -28,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
+use conveyor_host::backend::conveyor::lease::Leases;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
@@ -144,6 +148,51 @@ async fn result_floor(js: &jetstream::Context, consumer: &consumer::PullConsumer
                 in_flight.push(async move {
                     ack.await.expect("stored");
                     m.ack().await.expect("ack");
+                });
+            }
+            Some(()) = in_flight.next() => done += 1,
+        }
+    }
+    let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
+    (n - 1) as f64 / elapsed.as_secs_f64()
+}
+
+/// The least NATS mode does per event with one reconcile per resource across hosts: the
+/// result floor plus the resource's lease taken before and released after the ack (the
+/// host's own [`Leases`], a key-value create and a revision-checked delete, each stored by
+/// JetStream), 256 in flight.
+async fn lease_floor(
+    js: &jetstream::Context,
+    consumer: &consumer::PullConsumer,
+    leases: std::sync::Arc<Leases>,
+    n: usize,
+) -> f64 {
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut in_flight = FuturesUnordered::new();
+    let mut first = None;
+    let mut done = 0;
+    let mut read = 0;
+    while done < n {
+        tokio::select! {
+            m = messages.next(), if read < n && in_flight.len() < 256 => {
+                let m = m.expect("open").expect("message");
+                read += 1;
+                first.get_or_insert_with(Instant::now);
+                let (js, leases, run) = (js.clone(), leases.clone(), read.to_string());
+                in_flight.push(async move {
+                    let lease = leases
+                        .take("floor-driver", "noop", &format!("r{run}"), &run)
+                        .await
+                        .expect("take")
+                        .expect("free");
+                    let body = json!({"event": "driver.result", "run_id": run, "driverresult": {"success": true}});
+                    js.publish("pipelines.driver.result", body.to_string().into())
+                        .await
+                        .expect("publish")
+                        .await
+                        .expect("stored");
+                    m.ack().await.expect("ack");
+                    leases.release(lease).await;
                 });
             }
             Some(()) = in_flight.next() => done += 1,
@@ -367,6 +416,17 @@ fn main() {
         js.delete_consumer_from_stream("floor", "messages")
             .await
             .expect("delete consumer");
+        let leases = std::sync::Arc::new(
+            Leases::open(&js, Duration::from_secs(30))
+                .await
+                .expect("the lease bucket"),
+        );
+        let floor = durable(&js, "messages", "lease-floor", vec!["resources.noop".into()]).await;
+        publish(&js, "noop", &json!({}), n).await;
+        let lease_rate = lease_floor(&js, &floor, leases, n).await;
+        js.delete_consumer_from_stream("lease-floor", "messages")
+            .await
+            .expect("delete consumer");
 
         println!("\nevents per second through NATS ({n} events each, same nats-server, same run)");
         println!("  {:<52} {bare_rate:>9.0} /s", "bare pull-and-ack loop");
@@ -374,6 +434,11 @@ fn main() {
             "  {:<52} {result_rate:>9.0} /s   ({:.1}% of bare)",
             "pull, publish result, ack (256 in flight)",
             result_rate / bare_rate * 100.0
+        );
+        println!(
+            "  {:<52} {lease_rate:>9.0} /s   ({:.1}% of bare)",
+            "the same with the lease taken and released",
+            lease_rate / bare_rate * 100.0
         );
         for (case, s) in cases.iter().zip(&sandbox) {
             println!(

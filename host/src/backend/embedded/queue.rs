@@ -226,22 +226,26 @@ impl EventSource for Queue {
             // One for this slot and one for each slot in line behind it.
             let wanted = 1 + looker.in_line.load(Ordering::SeqCst);
             // Waited for off the async workers: the claim shares a commit with the writes
-            // around it.
+            // around it. What it claimed goes to the looker once committed, in a task of its
+            // own, so that a slot stopped while it waits (its driver removed) leaves the events
+            // to the next slot that looks, not claimed and undelivered until a restart.
             let name = driver.to_string();
-            let taken = self
+            let committed = self
                 .store
-                .write_off(move |tx| crate::store::queue::claim(tx, &name, now, wanted))
-                .await
-                .map_err(QueueError::Claim)?;
-            let taken = {
+                .write_soon(move |tx| crate::store::queue::claim(tx, &name, now, wanted));
+            let into = looker.clone();
+            let taken = tokio::spawn(async move {
+                let taken = committed.await?;
                 let n = taken.len();
-                looker
-                    .claimed
+                into.claimed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .extend(taken);
-                n
-            };
+                Ok(n)
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+            .map_err(QueueError::Claim)?;
             if taken > 0 {
                 continue;
             }
