@@ -37,6 +37,9 @@ mod wasm;
 mod fuzz_tests;
 
 pub use author::{FromRun, Lang, TestCommand, new_project, test};
+/// NATS mode's cross-host lease on a resource (its bucket, its take and release), for tools
+/// and benches that measure or inspect it beside a host.
+pub use backend::conveyor::lease::{Lease, LeaseError, Leases};
 pub use check::check;
 pub use config::{Config, ConfigError};
 pub use conveyor::Log;
