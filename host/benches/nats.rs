@@ -127,44 +127,14 @@ async fn drain_rate(consumer: &consumer::PullConsumer, n: usize) -> f64 {
     (n - 1) as f64 / elapsed.as_secs_f64()
 }
 
-/// The least NATS mode does per event: read, publish a result, ack once it is stored.
-async fn result_floor(js: &jetstream::Context, consumer: &consumer::PullConsumer, n: usize) -> f64 {
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut in_flight = FuturesUnordered::new();
-    let mut first = None;
-    let mut done = 0;
-    let mut read = 0;
-    while done < n {
-        tokio::select! {
-            m = messages.next(), if read < n && in_flight.len() < 256 => {
-                let m = m.expect("open").expect("message");
-                read += 1;
-                first.get_or_insert_with(Instant::now);
-                let body = json!({"event": "driver.result", "run_id": read, "driverresult": {"success": true}});
-                let ack = js
-                    .publish("pipelines.driver.result", body.to_string().into())
-                    .await
-                    .expect("publish");
-                in_flight.push(async move {
-                    ack.await.expect("stored");
-                    m.ack().await.expect("ack");
-                });
-            }
-            Some(()) = in_flight.next() => done += 1,
-        }
-    }
-    let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
-    (n - 1) as f64 / elapsed.as_secs_f64()
-}
-
-/// The least NATS mode does per event with one reconcile per resource across hosts: the
-/// result floor plus the resource's lease taken before and released after the ack (the
-/// host's own [`Leases`], a key-value create and a revision-checked delete, each stored by
-/// JetStream), 256 in flight.
-async fn lease_floor(
+/// The least NATS mode does per event: read, publish a result, ack once it is stored, 256 in
+/// flight. With `leases`, also the resource's lease taken before the result and released after
+/// the ack (the host's own [`Leases`], a key-value create and a revision-checked delete, each
+/// stored by JetStream): the least with one reconcile per resource across hosts.
+async fn result_floor(
     js: &jetstream::Context,
     consumer: &consumer::PullConsumer,
-    leases: std::sync::Arc<Leases>,
+    leases: Option<std::sync::Arc<Leases>>,
     n: usize,
 ) -> f64 {
     let mut messages = consumer.messages().await.expect("messages");
@@ -180,11 +150,15 @@ async fn lease_floor(
                 first.get_or_insert_with(Instant::now);
                 let (js, leases, run) = (js.clone(), leases.clone(), read.to_string());
                 in_flight.push(async move {
-                    let lease = leases
-                        .take("floor-driver", "noop", &format!("r{run}"), &run)
-                        .await
-                        .expect("take")
-                        .expect("free");
+                    let lease = match &leases {
+                        Some(l) => Some(
+                            l.take("floor-driver", "noop", &format!("r{run}"), &run)
+                                .await
+                                .expect("take")
+                                .expect("free"),
+                        ),
+                        None => None,
+                    };
                     let body = json!({"event": "driver.result", "run_id": run, "driverresult": {"success": true}});
                     js.publish("pipelines.driver.result", body.to_string().into())
                         .await
@@ -192,7 +166,9 @@ async fn lease_floor(
                         .await
                         .expect("stored");
                     m.ack().await.expect("ack");
-                    leases.release(lease).await;
+                    if let (Some(l), Some(lease)) = (leases, lease) {
+                        l.release(lease).await;
+                    }
                 });
             }
             Some(()) = in_flight.next() => done += 1,
@@ -412,7 +388,7 @@ fn main() {
             .expect("delete consumer");
         let floor = durable(&js, "messages", "floor", vec!["resources.noop".into()]).await;
         publish(&js, "noop", &json!({}), n).await;
-        let result_rate = result_floor(&js, &floor, n).await;
+        let result_rate = result_floor(&js, &floor, None, n).await;
         js.delete_consumer_from_stream("floor", "messages")
             .await
             .expect("delete consumer");
@@ -423,7 +399,7 @@ fn main() {
         );
         let floor = durable(&js, "messages", "lease-floor", vec!["resources.noop".into()]).await;
         publish(&js, "noop", &json!({}), n).await;
-        let lease_rate = lease_floor(&js, &floor, leases, n).await;
+        let lease_rate = result_floor(&js, &floor, Some(leases), n).await;
         js.delete_consumer_from_stream("lease-floor", "messages")
             .await
             .expect("delete consumer");

@@ -161,7 +161,5 @@ impl Batch {
         for answer in self.answers.drain(..) {
             answer(failed.as_deref());
         }
-        self.ended.clear();
-        self.wake = false;
     }
 }
