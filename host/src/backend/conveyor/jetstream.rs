@@ -562,7 +562,12 @@ impl EventSource for NatsSource {
         delivery: Delivery<NatsToken>,
         settlement: Settlement,
     ) -> Result<(), JetStreamError> {
-        if !matches!(settlement, Settlement::Elsewhere { .. }) && delivery.token.waits > 0 {
+        // A message delivered again (put back to retry, or held elsewhere) keeps its waits.
+        let again = matches!(
+            settlement,
+            Settlement::Elsewhere { .. } | Settlement::Retry { .. }
+        );
+        if !again && delivery.token.waits > 0 {
             self.waited
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -586,7 +591,7 @@ impl EventSource for NatsSource {
             Settlement::Elsewhere { delay } => {
                 // Noted first, so the next delivery does not count this one as an attempt.
                 if let Some(leases) = &self.leases {
-                    let (seq, waits) = (delivery.token.seq, delivery.token.waits + 1);
+                    let (seq, waits) = (delivery.token.seq, delivery.token.waits.saturating_add(1));
                     self.waited_here(&delivery.driver, seq, Some(waits));
                     leases.note_wait(&delivery.driver, seq, waits).await;
                 }
