@@ -506,7 +506,9 @@ async fn a_failing_step_stops_the_run() {
 /// A driver listed twice runs twice and the run ends (upstream loops for ever).
 #[tokio::test]
 async fn a_driver_listed_twice_runs_twice_and_the_run_ends() {
-    let host = steps_host().await;
+    // A host of its own, so that "quiet" below is this run's alone.
+    let fixture = start_steps_host().await;
+    let host = &fixture.host;
     let run = create_piped(host, "again", "twice", json!({})).await;
     let r = host.finished_run(&run, Duration::from_secs(60)).await;
     assert_eq!(r["status"], "succeeded", "{r}");
@@ -517,7 +519,7 @@ async fn a_driver_listed_twice_runs_twice_and_the_run_ends() {
         steps[2]["result"]["data"]["seen"]["step-b"]["success"],
         true
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    host.quiet(Duration::from_secs(60)).await;
     assert_eq!(host.logs(&run).await.len(), 3, "no step runs again");
 }
 

@@ -831,14 +831,7 @@ async fn crash() -> &'static Crash {
             for run in &runs {
                 host.finished_run(run, Duration::from_secs(60)).await;
             }
-            support::wait_until(Duration::from_secs(30), "the host to be quiet", || async {
-                let (_, metrics) = host.metrics().await;
-                metrics.contains("conveyor_runs_in_flight 0")
-                    && !metrics
-                        .lines()
-                        .any(|l| l.starts_with("conveyor_queue_depth") && !l.ends_with(" 0"))
-            })
-            .await;
+            host.quiet(Duration::from_secs(30)).await;
             let mut results = Vec::new();
             for run in &runs {
                 let (_, over) = host.get(&format!("/runs/{run}")).await;

@@ -405,7 +405,9 @@ async fn killing_one_of_two_hosts_loses_no_event() {
     let dir_b = workdir(&["test-driver"]);
     let server = NatsServer::start(dir_a.path());
     let conveyor = Conveyor::connect(&server.url).await;
-    let config = nats_config(&server, "[defaults]\nconcurrency = 4\n");
+    // A short lease: the killed host's leases on its in-flight resources hold them from the other
+    // host until they expire.
+    let config = nats_config(&server, "lease_ttl = \"3s\"\n[defaults]\nconcurrency = 4\n");
     let mut host_a = crate::spawn(dir_a.path(), &config);
     let host_b = Host::start(dir_b.path(), &config);
     conveyor.wait_for_consumer("test-driver").await;

@@ -173,6 +173,33 @@ impl Host {
         )
     }
 
+    /// Waits (`within` at most, then panics) until the host is quiet: no run in flight and no
+    /// event waiting or being delivered. A step or result that a settled run would still cause
+    /// is committed with its settlement, so once quiet, nothing more comes (a drain, where a
+    /// fixed window would let a late one slip past).
+    pub async fn quiet(&self, within: Duration) {
+        let quiet = poll(within, Duration::from_millis(50), || async {
+            let (_, metrics) = self.metrics().await;
+            let busy: Vec<&str> = metrics
+                .lines()
+                .filter(|l| {
+                    (l.starts_with("conveyor_runs_in_flight")
+                        || l.starts_with("conveyor_queue_depth"))
+                        && !l.ends_with(" 0")
+                })
+                .collect();
+            if busy.is_empty() {
+                Ok(())
+            } else {
+                Err(busy.join("\n"))
+            }
+        })
+        .await;
+        if let Err(busy) = quiet {
+            panic!("the host is not quiet after {within:?}:\n{busy}");
+        }
+    }
+
     /// The entry of `GET /drivers` for the driver called `name`, if listed.
     pub async fn driver(&self, name: &str) -> Option<Value> {
         let (_, list) = self.get("/drivers").await;

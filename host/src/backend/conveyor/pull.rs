@@ -9,9 +9,11 @@
 //! The server fills and expires one consumer's requests in the order they were sent, so the
 //! task keeps its open requests in that order: a message counts against the oldest, a
 //! `408` (expired) closes the oldest and gives its unfilled messages back to be asked for
-//! again, a `409` (the consumer was deleted or moved) voids them all. A request lasts
-//! [`PULL_EXPIRES`] with an idle heartbeat every [`HEARTBEAT`]; requests that hear nothing for
-//! two heartbeats were lost with the server (a restart) and are asked for again.
+//! again, a `409` (the consumer was deleted or moved) voids them all, to be asked for again on
+//! a fresh inbox. A request lasts [`PULL_EXPIRES`] with an idle heartbeat every
+//! [`HEARTBEAT`]; requests that hear nothing for two heartbeats were lost with the server (a
+//! restart) and are asked for again. Credit is asked for before each wait, so a request that
+//! failed to send is sent again even when no other slot frees up.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -168,6 +170,38 @@ impl PullTask {
     async fn serve(&mut self, mut sub: Subscriber, inbox: String, credit: &mut usize) -> Served {
         let mut open = Open::default();
         loop {
+            // Asked for before waiting, so that credit carried over (from a request that
+            // failed to send, or from the subscription this one replaces) is asked for
+            // again now, not only when another slot frees up: every slot may already be
+            // waiting, and none would ever call again.
+            while self.wanted.try_recv().is_ok() {
+                *credit += 1;
+            }
+            if *credit > 0 {
+                let request = consumer::pull::BatchConfig {
+                    batch: *credit,
+                    expires: Some(PULL_EXPIRES),
+                    idle_heartbeat: HEARTBEAT,
+                    ..Default::default()
+                };
+                match self
+                    .consumer
+                    .request_batch(request, inbox.clone().into())
+                    .await
+                {
+                    Ok(()) => {
+                        open.owed.push_back(std::mem::take(credit));
+                        open.heard = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(driver = %self.driver, error = %e, "pull request failed; asking again in 1s");
+                        if self.pause(Duration::from_secs(1)).await {
+                            return Served::Stopped;
+                        }
+                        continue;
+                    }
+                }
+            }
             let silent = open
                 .heard
                 .filter(|_| !open.owed.is_empty())
@@ -201,39 +235,15 @@ impl PullTask {
                             if self.pause(Duration::from_secs(1)).await {
                                 return Served::Stopped;
                             }
+                            // On a fresh inbox: a late reply to a voided request must not
+                            // count against the new ones.
+                            return Served::Resubscribe;
                         }
                     }
                 }
                 _ = sleep_until(silent) => {
                     tracing::warn!(driver = %self.driver, "no heartbeat from the server for the open pull requests; asking again");
                     *credit += open.voided();
-                }
-            }
-            while self.wanted.try_recv().is_ok() {
-                *credit += 1;
-            }
-            if *credit > 0 {
-                let request = consumer::pull::BatchConfig {
-                    batch: *credit,
-                    expires: Some(PULL_EXPIRES),
-                    idle_heartbeat: HEARTBEAT,
-                    ..Default::default()
-                };
-                match self
-                    .consumer
-                    .request_batch(request, inbox.clone().into())
-                    .await
-                {
-                    Ok(()) => {
-                        open.owed.push_back(std::mem::take(credit));
-                        open.heard = Some(Instant::now());
-                    }
-                    Err(e) => {
-                        tracing::warn!(driver = %self.driver, error = %e, "pull request failed; asking again in 1s");
-                        if self.pause(Duration::from_secs(1)).await {
-                            return Served::Stopped;
-                        }
-                    }
                 }
             }
         }
