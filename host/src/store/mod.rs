@@ -258,6 +258,42 @@ impl Store {
         }
     }
 
+    /// [`Store::write_soon`], answered as soon as `f` has run in its savepoint, before the
+    /// commit: for a write whose effect only this process acts on and that the next start
+    /// undoes anyway, such as a queue claim (claims are reset when the store is opened), so
+    /// that its caller does not wait for a commit it does not need. Writes still run in the
+    /// order they are handed over. If the commit then fails, the write is not stored (a
+    /// claimed event stays deliverable, and may be delivered again: at least once); the
+    /// failure is logged.
+    pub fn write_uncommitted<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: WriteJob<'static> = Box::new(move |tx: Result<&Tx<'_>>| {
+            let out = match tx {
+                // As in `write_job`: a panic is rolled back like an error.
+                Ok(tx) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
+                    .unwrap_or_else(|_| Err(StoreError::Task("the write panicked".into()))),
+                Err(e) => Err(e),
+            };
+            let ok = out.is_ok();
+            let _ = answer.send(out);
+            let after: writer::Answer<'static> = Box::new(move |failed: Option<&str>| {
+                if let (true, Some(why)) = (ok, failed) {
+                    tracing::warn!(error = %why, "a write answered before its commit was not committed");
+                }
+            });
+            (ok, after)
+        });
+        let sent = self.send(Work::Write(job));
+        async move {
+            sent?;
+            answered.await.unwrap_or_else(|_| Err(writer_gone()))
+        }
+    }
+
     fn send(&self, work: Work) -> Result<()> {
         self.work
             .as_ref()
@@ -412,6 +448,41 @@ mod tests {
         assert!(matches!(out, Err(StoreError::Task(_))), "{out:?}");
         s.write(|tx| insert_definition(tx, "whole")).unwrap();
         assert_eq!(definitions(&s), ["whole"]);
+    }
+
+    #[test]
+    fn an_uncommitted_write_is_answered_before_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let (open_first, first_waits) = mpsc::channel::<()>();
+        let (open_last, last_waits) = mpsc::channel::<()>();
+        // The first write holds the writer until the other two are queued, so all three
+        // share one batch; the last holds it open after the uncommitted one ran.
+        let first = s.write_soon(move |_| Ok(first_waits.recv().ok()));
+        let early = s.write_uncommitted(|tx| insert_definition(tx, "early"));
+        let last = s.write_soon(move |tx| {
+            last_waits.recv().ok();
+            insert_definition(tx, "late")
+        });
+        open_first.send(()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let answered = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), early).await
+        });
+        let seen_meanwhile = definitions(&s);
+        // Released before any assertion, so that a failure does not leave the writer held.
+        open_last.send(()).unwrap();
+        assert!(
+            matches!(answered, Ok(Ok(()))),
+            "not answered while its batch was open: {answered:?}"
+        );
+        assert!(seen_meanwhile.is_empty(), "answered before the commit");
+        futures::executor::block_on(last).unwrap();
+        futures::executor::block_on(first).unwrap();
+        assert_eq!(definitions(&s), ["early", "late"]);
     }
 
     #[test]
