@@ -129,6 +129,16 @@ pub trait EventSource: Send + Sync + 'static {
 pub trait LogPipeline: LogSink {
     /// Waits until every line written before the call is stored or published.
     async fn flush(&self);
+
+    /// Waits until every line written before the call is sure to be stored or published
+    /// before anything the caller writes after it returns (a run's result): [`flush`] by
+    /// default; sooner where the destination keeps that order itself (embedded mode: the
+    /// lines are handed to the store's writer, whose writes commit in order).
+    ///
+    /// [`flush`]: LogPipeline::flush
+    async fn order(&self) {
+        self.flush().await;
+    }
 }
 
 /// What the daemon gives every backend.

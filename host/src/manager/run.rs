@@ -118,9 +118,10 @@ impl<S: EventSource> Manager<S> {
             logger.host_line(line.clone());
         }
 
-        // Flush: every line of the run is stored before the delivery is settled, so a client
-        // that sees the result also sees all the logs.
-        self.logs.flush().await;
+        // Order: every line of the run is stored before the delivery is settled (no later
+        // than the settlement's commit), so a client that sees the result also sees all the
+        // logs.
+        self.logs.order().await;
 
         // Settle.
         settlement(d, verdict, started_at)

@@ -32,8 +32,13 @@ pub struct LogFilter {
 
 impl Store {
     /// Appends log lines in one transaction and returns them with their sequence numbers.
-    pub async fn append_logs(&self, lines: Vec<Log>) -> Result<Vec<StoredLog>> {
-        self.write_off(move |tx| {
+    /// The lines are handed to the writer at the call, so a write handed over after it
+    /// commits no earlier (see [`Store::write_soon`]); the future resolves at the commit.
+    pub fn append_logs(
+        &self,
+        lines: Vec<Log>,
+    ) -> impl Future<Output = Result<Vec<StoredLog>>> + Send + 'static {
+        self.write_soon(move |tx| {
             let mut out = Vec::with_capacity(lines.len());
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO logs (run_id, driver, pipeline, timestamp, message, labels)
@@ -55,7 +60,6 @@ impl Store {
             }
             Ok(out)
         })
-        .await
     }
 
     /// Reads log lines in chronological (sequence) order.

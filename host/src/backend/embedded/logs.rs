@@ -1,10 +1,13 @@
 //! The embedded log pipeline: every driver line (from the `log` import, or the guest's stdout
 //! and stderr) is stored in order, and then handed to live subscribers.
 //!
-//! One writer task owns the order: it batches lines into one SQLite transaction, and only
-//! after the commit broadcasts them with their sequence numbers. A subscriber that replays the
-//! store and then follows the broadcast can therefore drop every live line whose sequence
-//! number it has already replayed: no gap, no duplicate.
+//! One writer task owns the order: it batches lines into one SQLite transaction, handed to the
+//! store's writer, and a second task, in the same order, broadcasts them with their sequence
+//! numbers only after their commit. A subscriber that replays the store and then follows the
+//! broadcast can therefore drop every live line whose sequence number it has already
+//! replayed: no gap, no duplicate. A slot settling its run needs its lines only ordered
+//! before its result ([`LogPipeline::order`]), which the store's writer does by committing in
+//! order: it is answered at the hand-over, not after the commit.
 
 use std::sync::Arc;
 
@@ -21,8 +24,18 @@ const LIVE_CAPACITY: usize = 4096;
 
 enum Command {
     Line(Log),
+    /// Answered once the lines before it are committed.
     Flush(oneshot::Sender<()>),
+    /// Answered once the lines before it are handed to the store's writer.
+    Order(oneshot::Sender<()>),
 }
+
+/// A batch handed to the store's writer: its commit, its size, and the flushes waiting for it.
+type Handed = (
+    std::pin::Pin<Box<dyn Future<Output = Result<Vec<StoredLog>, StoreError>> + Send>>,
+    usize,
+    Vec<oneshot::Sender<()>>,
+);
 
 /// The host's log pipeline in embedded mode: SQLite plus live subscribers.
 pub struct LogHub {
@@ -59,6 +72,13 @@ impl LogPipeline for LogHub {
             let _ = wait.await;
         }
     }
+
+    async fn order(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Command::Order(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
 }
 
 impl LogSink for LogHub {
@@ -75,35 +95,61 @@ async fn write_loop(
     live: broadcast::Sender<Arc<StoredLog>>,
     metrics: Arc<Metrics>,
 ) {
+    let (handed, commits) = mpsc::unbounded_channel::<Handed>();
+    let announcer = tokio::spawn(announce_loop(commits, live, metrics));
     let mut commands = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut commands, BATCH).await > 0 {
         let mut lines = Vec::new();
         let mut flushes = Vec::new();
+        let mut orders = Vec::new();
         for c in commands.drain(..) {
             match c {
                 Command::Line(l) => lines.push(l),
                 Command::Flush(done) => flushes.push(done),
+                Command::Order(done) => orders.push(done),
             }
         }
-        if !lines.is_empty() {
-            let count = lines.len();
-            // Waited for off the async workers, sharing a commit with the writes around it.
-            let appended = store.append_logs(lines).await;
-            match appended {
-                Ok(stored) => {
-                    for line in &stored {
-                        metrics
-                            .log_lines
-                            .with_label_values(&[line.log.driver.as_str()])
-                            .inc();
-                    }
-                    for line in stored {
-                        // No subscriber is not an error.
-                        let _ = live.send(Arc::new(line));
-                    }
+        let count = lines.len();
+        // Handed over now (an empty batch writes nothing, but its flushes still wait for the
+        // commits before it, in order); the commit is awaited by the announcer.
+        let appended: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = if lines.is_empty() {
+            Box::pin(std::future::ready(Ok(Vec::new())))
+        } else {
+            Box::pin(store.append_logs(lines))
+        };
+        if handed.send((appended, count, flushes)).is_err() {
+            break;
+        }
+        for done in orders {
+            let _ = done.send(());
+        }
+    }
+    drop(handed);
+    let _ = announcer.await;
+}
+
+/// Awaits each handed-over batch's commit in order, then broadcasts its lines and answers
+/// the flushes that waited for it.
+async fn announce_loop(
+    mut commits: mpsc::UnboundedReceiver<Handed>,
+    live: broadcast::Sender<Arc<StoredLog>>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some((appended, count, flushes)) = commits.recv().await {
+        match appended.await {
+            Ok(stored) => {
+                for line in &stored {
+                    metrics
+                        .log_lines
+                        .with_label_values(&[line.log.driver.as_str()])
+                        .inc();
                 }
-                Err(e) => tracing::error!(lines = count, error = %e, "could not store log lines"),
+                for line in stored {
+                    // No subscriber is not an error.
+                    let _ = live.send(Arc::new(line));
+                }
             }
+            Err(e) => tracing::error!(lines = count, error = %e, "could not store log lines"),
         }
         for done in flushes {
             let _ = done.send(());
