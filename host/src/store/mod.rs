@@ -213,9 +213,13 @@ impl Store {
         T: Send,
     {
         let (answer, answered) = mpsc::sync_channel(1);
-        let job = write_job(f, move |out| {
-            let _ = answer.send(out);
-        });
+        let job = write_job(
+            f,
+            move |out| {
+                let _ = answer.send(out);
+            },
+            Answered::AtCommit,
+        );
         // SAFETY: the job borrows from this frame (`'_` of `f` and `T`); it is made `'static`
         // only to cross the channel. This call does not return before the writer thread is
         // done with it: `answered` yields only after the job ran and its answer was sent, or
@@ -247,15 +251,7 @@ impl Store {
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let job = write_job(f, move |out| {
-            let _ = answer.send(out);
-        });
-        let sent = self.send(Work::Write(job));
-        async move {
-            sent?;
-            answered.await.unwrap_or_else(|_| Err(writer_gone()))
-        }
+        self.hand_over(f, Answered::AtCommit)
     }
 
     /// [`Store::write_soon`], answered as soon as `f` has run in its savepoint, before the
@@ -270,23 +266,27 @@ impl Store {
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.hand_over(f, Answered::WhenRun)
+    }
+
+    /// Hands `f` to the writer now; the future yields its outcome when `when` says.
+    fn hand_over<T, F>(
+        &self,
+        f: F,
+        when: Answered,
+    ) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: WriteJob<'static> = Box::new(move |tx: Result<&Tx<'_>>| {
-            let out = match tx {
-                // As in `write_job`: a panic is rolled back like an error.
-                Ok(tx) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
-                    .unwrap_or_else(|_| Err(StoreError::Task("the write panicked".into()))),
-                Err(e) => Err(e),
-            };
-            let ok = out.is_ok();
-            let _ = answer.send(out);
-            let after: writer::Answer<'static> = Box::new(move |failed: Option<&str>| {
-                if let (true, Some(why)) = (ok, failed) {
-                    tracing::warn!(error = %why, "a write answered before its commit was not committed");
-                }
-            });
-            (ok, after)
-        });
+        let job = write_job(
+            f,
+            move |out| {
+                let _ = answer.send(out);
+            },
+            when,
+        );
         let sent = self.send(Work::Write(job));
         async move {
             sent?;
@@ -385,7 +385,16 @@ struct Pending<F, A> {
 
 /// The writer's job for `f`: runs it (a panic is its error), and answers with `reply` once
 /// the batch is over, with the commit's failure if the batch failed.
-fn write_job<'a, T, F, R>(f: F, reply: R) -> WriteJob<'a>
+/// When a write's caller gets its outcome.
+#[derive(Clone, Copy)]
+enum Answered {
+    /// After the commit of the batch that holds it (a failed commit fails it).
+    AtCommit,
+    /// As soon as it has run in its savepoint; a failed commit after that is only logged.
+    WhenRun,
+}
+
+fn write_job<'a, T, F, R>(f: F, reply: R, when: Answered) -> WriteJob<'a>
 where
     F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'a,
     R: FnOnce(Result<T>) + Send + 'a,
@@ -405,14 +414,24 @@ where
             Err(e) => Err(e),
         };
         let ok = out.is_ok();
-        let answer: writer::Answer<'a> = Box::new(move |failed: Option<&str>| {
-            let out = match failed {
-                Some(why) if ok => Err(StoreError::Commit(why.to_string())),
-                _ => out,
-            };
-            answer(out);
-        });
-        (ok, answer)
+        let after: writer::Answer<'a> = match when {
+            Answered::AtCommit => Box::new(move |failed: Option<&str>| {
+                let out = match failed {
+                    Some(why) if ok => Err(StoreError::Commit(why.to_string())),
+                    _ => out,
+                };
+                answer(out);
+            }),
+            Answered::WhenRun => {
+                answer(out);
+                Box::new(move |failed: Option<&str>| {
+                    if let (true, Some(why)) = (ok, failed) {
+                        tracing::warn!(error = %why, "a write answered before its commit was not committed");
+                    }
+                })
+            }
+        };
+        (ok, after)
     })
 }
 

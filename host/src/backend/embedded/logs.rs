@@ -30,12 +30,12 @@ enum Command {
     Order(oneshot::Sender<()>),
 }
 
-/// A batch handed to the store's writer: its commit, its size, and the flushes waiting for it.
-type Handed = (
-    std::pin::Pin<Box<dyn Future<Output = Result<Vec<StoredLog>, StoreError>> + Send>>,
-    usize,
-    Vec<oneshot::Sender<()>>,
-);
+/// The commit of a batch of lines handed to the store's writer.
+type Commit = std::pin::Pin<Box<dyn Future<Output = Result<Vec<StoredLog>, StoreError>> + Send>>;
+
+/// A batch for the announcer: its commit (none when it had no lines), its size, and the
+/// flushes waiting for it and for every batch before it.
+type Handed = (Option<Commit>, usize, Vec<oneshot::Sender<()>>);
 
 /// The host's log pipeline in embedded mode: SQLite plus live subscribers.
 pub struct LogHub {
@@ -110,19 +110,15 @@ async fn write_loop(
             }
         }
         let count = lines.len();
-        // Handed over now (an empty batch writes nothing, but its flushes still wait for the
-        // commits before it, in order); the commit is awaited by the announcer.
-        let appended: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = if lines.is_empty() {
-            Box::pin(std::future::ready(Ok(Vec::new())))
-        } else {
-            Box::pin(store.append_logs(lines))
-        };
-        if handed.send((appended, count, flushes)).is_err() {
+        // Handed over now; the announcer awaits the commit. A batch of flushes alone still
+        // goes to it, to be answered after the commits before it.
+        let commit = (count > 0).then(|| Box::pin(store.append_logs(lines)) as Commit);
+        if (commit.is_some() || !flushes.is_empty())
+            && handed.send((commit, count, flushes)).is_err()
+        {
             break;
         }
-        for done in orders {
-            let _ = done.send(());
-        }
+        answer(orders);
     }
     drop(handed);
     let _ = announcer.await;
@@ -135,8 +131,12 @@ async fn announce_loop(
     live: broadcast::Sender<Arc<StoredLog>>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some((appended, count, flushes)) = commits.recv().await {
-        match appended.await {
+    while let Some((commit, count, flushes)) = commits.recv().await {
+        let Some(commit) = commit else {
+            answer(flushes);
+            continue;
+        };
+        match commit.await {
             Ok(stored) => {
                 for line in &stored {
                     metrics
@@ -151,8 +151,12 @@ async fn announce_loop(
             }
             Err(e) => tracing::error!(lines = count, error = %e, "could not store log lines"),
         }
-        for done in flushes {
-            let _ = done.send(());
-        }
+        answer(flushes);
+    }
+}
+
+fn answer(waiting: Vec<oneshot::Sender<()>>) {
+    for done in waiting {
+        let _ = done.send(());
     }
 }
