@@ -9,6 +9,7 @@
 //! transaction survives a crash of the host process; the last few may be lost if the machine
 //! itself loses power.
 
+mod checkpoint;
 pub mod logs;
 pub mod queue;
 pub mod resources;
@@ -57,6 +58,9 @@ pub struct Store {
     /// only while the store is dropped.
     work: Option<mpsc::Sender<Work>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The checkpointer thread (see [`checkpoint`]), for a store in a file; it stops after
+    /// the writer, which holds what wakes it.
+    checkpointer: Option<std::thread::JoinHandle<()>>,
     announce: Arc<Announce>,
     /// Idle read connections; empty for a store that cannot have them (in memory, read-only),
     /// whose reads go to the writer thread and whose writes commit one by one.
@@ -171,9 +175,19 @@ impl Store {
         let (work, jobs) = mpsc::channel();
         let grouped = path.is_some();
         let shared = announce.clone();
+        let (kick, checkpointer) = path.as_deref().and_then(checkpoint::start).unzip();
+        if kick.is_some()
+            && let Err(e) = conn.pragma_update(
+                None,
+                "wal_autocheckpoint",
+                checkpoint::WRITER_BACKSTOP_PAGES,
+            )
+        {
+            tracing::warn!(error = %e, "cannot set the writer's checkpoint backstop");
+        }
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, jobs, grouped, &shared));
+            .spawn(move || writer::run(conn, jobs, grouped, &shared, kick.as_ref()));
         let writer = match writer {
             Ok(handle) => Some(handle),
             Err(e) => {
@@ -186,6 +200,7 @@ impl Store {
         Store {
             work: Some(work),
             writer,
+            checkpointer,
             announce,
             readers: Mutex::new(Vec::new()),
             path,
@@ -321,6 +336,7 @@ impl Store {
                 )?;
                 c.busy_timeout(std::time::Duration::from_secs(5))?;
                 c.pragma_update(None, "query_only", true)?;
+                schema::planned_once(&c)?;
                 c.set_prepared_statement_cache_capacity(STATEMENTS);
                 c
             }
@@ -367,6 +383,9 @@ impl Drop for Store {
             // The last reference may be dropped by a write's own closure on the writer thread.
             if writer.thread().id() != std::thread::current().id() {
                 let _ = writer.join();
+                if let Some(checkpointer) = self.checkpointer.take() {
+                    let _ = checkpointer.join();
+                }
             }
         }
     }

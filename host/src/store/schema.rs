@@ -121,6 +121,18 @@ const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("runs", "replay_of", "TEXT"),
 ];
 
+/// Keeps each statement's plan for the statement's life. Without this SQLite prepares a
+/// cached statement again whenever a value bound to `LIMIT` or a compared parameter changes
+/// (the claim's `LIMIT ?` changes with every call), in case another plan suits the value
+/// better: a parse per claim, for plans that never depend on the values here.
+pub(super) fn planned_once(conn: &Connection) -> Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 /// Sets the connection up, creates or upgrades the schema, and makes the events that were
 /// being delivered when the host stopped deliverable again (at-least-once, like JetStream's
 /// redelivery after AckWait).
@@ -128,6 +140,10 @@ pub(super) fn open(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Each write's savepoint journals the pages it changes; in memory, not in a temporary
+    // file created and removed again for a batch that outgrows the in-memory part.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    planned_once(conn)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
     for (table, column, decl) in ADDED_COLUMNS {

@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::{Notify, broadcast};
 
+use super::checkpoint::Kick;
 use super::{RunEnded, StoreError, Tx, cached};
 
 /// The most writes one transaction holds.
@@ -47,7 +48,8 @@ pub(super) struct Announce {
 }
 
 /// The writer thread's loop: until every sender is gone, take the next work, run what has
-/// arrived meanwhile in the same transaction, commit, announce, answer. `grouped` is false
+/// arrived meanwhile in the same transaction, commit, announce, answer, and tell the
+/// checkpointer (if the store has one) that the log grew. `grouped` is false
 /// for a store whose reads share this connection (in memory, read only): each write commits
 /// alone, so a read never sees an uncommitted one.
 pub(super) fn run(
@@ -55,6 +57,7 @@ pub(super) fn run(
     work: mpsc::Receiver<Work>,
     grouped: bool,
     announce: &Announce,
+    checkpoint: Option<&Kick>,
 ) {
     let limit = if grouped { MAX_BATCH } else { 1 };
     let mut next = work.recv().ok();
@@ -75,6 +78,9 @@ pub(super) fn run(
             }
         }
         batch.finish(&conn, announce);
+        if let Some(kick) = checkpoint {
+            kick.committed();
+        }
         next = work.recv().ok();
     }
 }
