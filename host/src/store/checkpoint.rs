@@ -20,7 +20,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 /// Log pages after which the writer checkpoints itself (about 40 MiB of log at 4 KiB pages).
-pub(super) const WRITER_BACKSTOP_PAGES: u32 = 10_000;
+const WRITER_BACKSTOP_PAGES: u32 = 10_000;
 
 /// How long the checkpointer lets commits gather after the first it is told of: one
 /// checkpoint, and its two syncs, per pause rather than per commit.
@@ -36,9 +36,13 @@ impl Kick {
     }
 }
 
-/// Starts the checkpointer on its own connection to `path`; it stops once the [`Kick`] is
-/// dropped. `None` (the writer checkpoints alone, as SQLite does by default) when it cannot.
-pub(super) fn start(path: &Path) -> Option<(Kick, std::thread::JoinHandle<()>)> {
+/// Starts the checkpointer on its own connection to `path`, and moves the checkpoint of the
+/// `writer` connection to [`WRITER_BACKSTOP_PAGES`]; the checkpointer stops once the [`Kick`]
+/// is dropped. `None` (the writer checkpoints alone, as SQLite does by default) when it cannot.
+pub(super) fn start(
+    path: &Path,
+    writer: &Connection,
+) -> Option<(Kick, std::thread::JoinHandle<()>)> {
     let conn = match Connection::open(path) {
         Ok(c) => c,
         Err(e) => {
@@ -51,7 +55,14 @@ pub(super) fn start(path: &Path) -> Option<(Kick, std::thread::JoinHandle<()>)> 
         .name("store-checkpoint".into())
         .spawn(move || run(&conn, &kicked));
     match thread {
-        Ok(handle) => Some((Kick(kick), handle)),
+        Ok(handle) => {
+            if let Err(e) = writer.pragma_update(None, "wal_autocheckpoint", WRITER_BACKSTOP_PAGES)
+            {
+                // SQLite's own 1,000 pages stay: more checkpoints on the writer, still bounded.
+                tracing::warn!(error = %e, "cannot set the writer's checkpoint backstop");
+            }
+            Some((Kick(kick), handle))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot start the store's checkpointer; the writer checkpoints alone");
             None

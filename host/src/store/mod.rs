@@ -175,16 +175,10 @@ impl Store {
         let (work, jobs) = mpsc::channel();
         let grouped = path.is_some();
         let shared = announce.clone();
-        let (kick, checkpointer) = path.as_deref().and_then(checkpoint::start).unzip();
-        if kick.is_some()
-            && let Err(e) = conn.pragma_update(
-                None,
-                "wal_autocheckpoint",
-                checkpoint::WRITER_BACKSTOP_PAGES,
-            )
-        {
-            tracing::warn!(error = %e, "cannot set the writer's checkpoint backstop");
-        }
+        let (kick, checkpointer) = path
+            .as_deref()
+            .and_then(|path| checkpoint::start(path, &conn))
+            .unzip();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer::run(conn, jobs, grouped, &shared, kick.as_ref()));
@@ -402,8 +396,6 @@ struct Pending<F, A> {
     answer: A,
 }
 
-/// The writer's job for `f`: runs it (a panic is its error), and answers with `reply` once
-/// the batch is over, with the commit's failure if the batch failed.
 /// When a write's caller gets its outcome.
 #[derive(Clone, Copy)]
 enum Answered {
@@ -413,6 +405,9 @@ enum Answered {
     WhenRun,
 }
 
+/// The writer's job for `f`: runs it (a panic is its error), and answers with `reply` when
+/// `when` says: once the batch is over, with the commit's failure if the batch failed, or as
+/// soon as it has run.
 fn write_job<'a, T, F, R>(f: F, reply: R, when: Answered) -> WriteJob<'a>
 where
     F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'a,
