@@ -17,6 +17,10 @@
 //!   loop with no store (`Sandbox::reconcile` of the same driver on two workers, log lines
 //!   only counted).
 //!
+//! - CPU time per event: the store's writer thread's (the one serial part of the path, so
+//!   one second over it is the most events a second the writer leaves room for, whatever the
+//!   machine's other load) and all the host's threads' together.
+//!
 //! Each figure is printed with its ratio to its floor; RSS at the end. Run:
 //! `cargo bench -p conveyor-host --bench embedded` (`EMBEDDED_BENCH_EVENTS` to change the count).
 
@@ -133,6 +137,10 @@ struct HostFigures {
     p99: Duration,
     get_p50: Duration,
     get_p99: Duration,
+    /// The writer thread's CPU time per event.
+    writer_cpu: Duration,
+    /// The host's CPU time per event, all its threads.
+    host_cpu: Duration,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -170,6 +178,7 @@ async fn drive(
         .build()
         .expect("a client");
     let before = succeeded(&client, host, driver).await;
+    let (writer_before, host_before) = cpu_so_far();
     let next = Arc::new(AtomicU64::new(0));
     let batch = uuid::Uuid::new_v4().simple().to_string();
     let start = Instant::now();
@@ -248,6 +257,7 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let completed = start.elapsed();
+    let (writer_after, host_after) = cpu_so_far();
     latencies.sort();
     gets.sort();
     HostFigures {
@@ -257,6 +267,8 @@ async fn drive(
         p99: percentile(&latencies, 0.99),
         get_p50: percentile(&gets, 0.50),
         get_p99: percentile(&gets, 0.99),
+        writer_cpu: (writer_after - writer_before) / n as u32,
+        host_cpu: (host_after - host_before) / n as u32,
     }
 }
 
@@ -306,6 +318,36 @@ async fn time_get(client: &reqwest::Client, url: &str, n: usize) -> (Duration, D
     }
     times.sort();
     (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+/// On-CPU time so far of this process's threads: the store's writer thread (the one serial
+/// part of an event's path: its time per event is the ceiling of events a second), and every
+/// thread of the host (its runtime, writer, checkpointer, compiler and epoch threads; not the
+/// load generator's runtime or the main thread). From `/proc/self/task/*/schedstat`, in ns.
+fn cpu_so_far() -> (Duration, Duration) {
+    let (mut writer, mut host) = (0u64, 0u64);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (Duration::ZERO, Duration::ZERO);
+    };
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
+        let (Some(comm), Some(stat)) = (read("comm"), read("schedstat")) else {
+            continue;
+        };
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let comm = comm.trim();
+        if comm == "store-writer" {
+            writer += ns;
+        }
+        if !comm.starts_with("tokio-rt-worker") && !comm.starts_with("embedded") {
+            host += ns;
+        }
+    }
+    (Duration::from_nanos(writer), Duration::from_nanos(host))
 }
 
 fn rss_mib() -> f64 {
@@ -396,6 +438,12 @@ fn main() -> anyhow::Result<()> {
             100.0 * f.events_per_s / floor
         );
         println!("  create latency     p50 {}   p99 {}", ms(f.p50), ms(f.p99));
+        println!(
+            "  CPU per event      store writer {:.0} µs (its ceiling {:.0}/s), the host's threads {:.0} µs",
+            f.writer_cpu.as_secs_f64() * 1e6,
+            1.0 / f.writer_cpu.as_secs_f64().max(1e-9),
+            f.host_cpu.as_secs_f64() * 1e6
+        );
         println!(
             "  GET /runs/{{id}}     p50 {}   p99 {}   (beside the writers)\n",
             ms(f.get_p50),

@@ -225,6 +225,23 @@ pub fn row(conn: &Connection, id: i64) -> Result<Option<QueueRow>> {
         .optional()?)
 }
 
+/// Removes a row and returns it, if it was there.
+pub fn take(tx: &Tx<'_>, id: i64) -> Result<Option<QueueRow>> {
+    Ok(tx
+        .prepare_cached(&format!(
+            "DELETE FROM queue WHERE id = ?1 RETURNING attempts, claimed, {EVENT_COLUMNS}"
+        ))?
+        .query_row([id], |r| {
+            Ok(QueueRow {
+                id,
+                attempts: r.get(0)?,
+                claimed: r.get(1)?,
+                event: event_at(r, 2)?,
+            })
+        })
+        .optional()?)
+}
+
 /// Removes a row.
 pub fn remove(tx: &Tx<'_>, id: i64) -> Result<()> {
     tx.prepare_cached("DELETE FROM queue WHERE id = ?1")?
@@ -250,11 +267,21 @@ pub fn pending_entries(tx: &Tx<'_>, driver: &str, kind: &str, name: &str) -> Res
     Ok(rows)
 }
 
-/// The rows of a run that no consumer has taken.
-pub fn unclaimed_of_run(tx: &Tx<'_>, run_id: &str) -> Result<Vec<QueueRow>> {
+/// The rows of a run, of the resource `kind`/`name`, that no consumer has taken. Found through
+/// the resource's rows: an index by run would be one more tree written at a random place for
+/// every event, for the rare cancellation.
+pub fn unclaimed_of_run(
+    tx: &Tx<'_>,
+    kind: &str,
+    name: &str,
+    run_id: &str,
+) -> Result<Vec<QueueRow>> {
     let ids: Vec<i64> = tx
-        .prepare_cached("SELECT id FROM queue WHERE run_id = ?1 AND claimed = 0")?
-        .query_map([run_id], |r| r.get(0))?
+        .prepare_cached(
+            "SELECT id FROM queue
+             WHERE resource_type = ?1 AND resource_name = ?2 AND run_id = ?3 AND claimed = 0",
+        )?
+        .query_map([kind, name, run_id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
@@ -282,25 +309,84 @@ pub fn release(tx: &Tx<'_>, id: i64, not_before_ms: i64) -> Result<()> {
 /// Takes up to `n` events for `driver` that are due at `now_ms` and not being delivered,
 /// oldest first: marks them (and their run steps) as being delivered and counts the attempts.
 pub fn claim(tx: &Tx<'_>, driver: &str, now_ms: i64, n: usize) -> Result<Vec<QueuedEvent>> {
-    let rows: Vec<QueuedEvent> = tx
+    // One statement marks them all and returns them (in no particular order: sorted below).
+    let mut rows: Vec<(i64, QueuedEvent)> = tx
         .prepare_cached(&format!(
-            "SELECT id, attempts, {EVENT_COLUMNS}
-                 FROM queue WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
-                 ORDER BY not_before, id LIMIT ?3"
+            "UPDATE queue SET claimed = 1, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM queue
+                          WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
+                          ORDER BY not_before, id LIMIT ?3)
+             RETURNING not_before, id, attempts, {EVENT_COLUMNS}"
         ))?
         .query_map(params![driver, now_ms, n as i64], |r| {
-            Ok(QueuedEvent {
-                id: r.get(0)?,
-                attempt: r.get::<_, u32>(1)? + 1,
-                event: event_at(r, 2)?,
-            })
+            Ok((
+                r.get(0)?,
+                QueuedEvent {
+                    id: r.get(1)?,
+                    attempt: r.get(2)?,
+                    event: event_at(r, 3)?,
+                },
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let mut mark =
-        tx.prepare_cached("UPDATE queue SET claimed = 1, attempts = ?2 WHERE id = ?1")?;
-    for q in &rows {
-        mark.execute(params![q.id, q.attempt])?;
+    rows.sort_unstable_by_key(|(not_before, q)| (*not_before, q.id));
+    for (_, q) in &rows {
         runs::step_started(tx, &q.event.run_id, q.event.step, q.attempt)?;
     }
-    Ok(rows)
+    Ok(rows.into_iter().map(|(_, q)| q).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(run: &str) -> NewEvent {
+        NewEvent {
+            driver: "d".into(),
+            event: "create".into(),
+            run_id: run.into(),
+            message_id: "m".into(),
+            resource_type: "t".into(),
+            resource_name: run.into(),
+            pipeline: None,
+            payload: "{}".into(),
+            step: 1,
+            origin: None,
+        }
+    }
+
+    fn runs_of(claimed: &[QueuedEvent]) -> Vec<(&str, u32)> {
+        claimed
+            .iter()
+            .map(|q| (q.event.run_id.as_str(), q.attempt))
+            .collect()
+    }
+
+    #[test]
+    fn a_claim_takes_due_events_oldest_first_and_counts_their_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        s.write(|tx| {
+            enqueue(tx, &["a", "b", "c", "d"].map(event))?;
+            tx.execute("UPDATE queue SET not_before = 50 WHERE run_id = 'b'", [])?;
+            Ok(())
+        })
+        .unwrap();
+        // Due first, then in the order they came; no more than asked for.
+        assert_eq!(
+            runs_of(&s.claim("d", 100, 3).unwrap()),
+            [("a", 1), ("c", 1), ("d", 1)]
+        );
+        let b = s.claim("d", 100, 5).unwrap();
+        assert_eq!(runs_of(&b), [("b", 1)]);
+        assert!(s.claim("d", 100, 5).unwrap().is_empty(), "claimed twice");
+        // Put back for later: not due before then, and its next delivery is its second.
+        s.release(b[0].id, 200).unwrap();
+        assert!(
+            s.claim("d", 199, 5).unwrap().is_empty(),
+            "claimed before due"
+        );
+        assert_eq!(runs_of(&s.claim("d", 200, 5).unwrap()), [("b", 2)]);
+        assert!(s.claim("other", 200, 5).unwrap().is_empty());
+    }
 }

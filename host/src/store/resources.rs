@@ -228,19 +228,24 @@ fn snapshot(tx: &Tx<'_>, res: &Resource, json: &str) -> Result<()> {
 
 /// Writes `metadata["driverresults.<driver>"]` on the resource, as Conveyor's pipeline
 /// engine does, without bumping its version (not for a delete: the resource is gone).
+///
+/// SQLite merges the one key into the stored JSON (`json_patch`, RFC 7396) rather than the
+/// resource being read, decoded, encoded and written back here: this runs in every result's
+/// write, on the store's one writer thread.
 pub fn record_driver_result(tx: &Tx<'_>, result: &RunResult) -> Result<()> {
     if result.event == "delete" {
         return Ok(());
     }
-    if let Some(mut res) = read(tx, &result.resource_type, &result.resource_name)? {
-        res.metadata.insert(
+    tx.execute(
+        "UPDATE resources
+         SET json = json_patch(json, json_object('metadata', json_object(?3, ?4)))
+         WHERE type = ?1 AND name = ?2",
+        params![
+            result.resource_type,
+            result.resource_name,
             format!("driverresults.{}", result.driver),
             serde_json::to_string(&result.driver_result())?,
-        );
-        tx.execute(
-            "UPDATE resources SET json = ?3 WHERE type = ?1 AND name = ?2",
-            params![res.resource, res.name, serde_json::to_string(&res)?],
-        )?;
-    }
+        ],
+    )?;
     Ok(())
 }

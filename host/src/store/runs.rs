@@ -282,8 +282,10 @@ fn stored_outcome(success: bool, outcome: &str) -> Outcome {
     })
 }
 
-/// Stores a new run and its steps, all `pending`.
-pub fn insert_run(tx: &Tx<'_>, run: &NewRun) -> Result<()> {
+/// Stores a new run and its steps: the first `entry.len()` already `queued`, step `i + 1`
+/// with event `entry[i]` (the steps whose events the run's change enqueues at once), the
+/// rest `pending`.
+pub fn insert_run(tx: &Tx<'_>, run: &NewRun, entry: &[String]) -> Result<()> {
     let now = crate::clock::now_rfc3339();
     tx.prepare_cached(
         "INSERT INTO runs (run_id, resource_type, resource_name, pipeline, event, status, created_at,
@@ -301,10 +303,23 @@ pub fn insert_run(tx: &Tx<'_>, run: &NewRun) -> Result<()> {
         run.replay_of
     ])?;
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO run_steps (run_id, step, name, driver, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
+        "INSERT INTO run_steps (run_id, step, name, driver, status, event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for (i, s) in run.steps.iter().enumerate() {
-        stmt.execute(params![run.run_id, i + 1, s.name, s.driver])?;
+        let event = entry.get(i);
+        let status = match event {
+            Some(_) => StepStatus::Queued,
+            None => StepStatus::Pending,
+        };
+        stmt.execute(params![
+            run.run_id,
+            i + 1,
+            s.name,
+            s.driver,
+            status.as_str(),
+            event
+        ])?;
     }
     Ok(())
 }
@@ -386,8 +401,11 @@ pub fn step_driver(conn: &Connection, run_id: &str, step: u32) -> Result<Option<
         .optional()?)
 }
 
-/// A run's steps: `(step, driver, status, message)`, in order.
-pub fn steps(conn: &Connection, run_id: &str) -> Result<Vec<(u32, String, StepStatus, String)>> {
+/// One step of a run as its run's end is decided from it: `(step, driver, status, message)`.
+pub type StepSummary = (u32, String, StepStatus, String);
+
+/// A run's steps, in order.
+pub fn steps(conn: &Connection, run_id: &str) -> Result<Vec<StepSummary>> {
     let mut stmt = conn.prepare_cached(
         "SELECT step, driver, status, message FROM run_steps WHERE run_id = ?1 ORDER BY step",
     )?;
@@ -401,6 +419,30 @@ pub fn steps(conn: &Connection, run_id: &str) -> Result<Vec<(u32, String, StepSt
             ))
         })?
         .collect::<rusqlite::Result<_>>()?)
+}
+
+/// A run's steps as [`steps`] gives them, if the run is not over; `None` for a run that is
+/// over or unknown. One statement: it runs in every broadcast step's settlement.
+pub fn steps_if_open(conn: &Connection, run_id: &str) -> Result<Option<Vec<StepSummary>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.status, s.step, s.driver, s.status, s.message
+         FROM runs r JOIN run_steps s ON s.run_id = r.run_id
+         WHERE r.run_id = ?1 ORDER BY s.step",
+    )?;
+    let mut open = true;
+    let steps = stmt
+        .query_map([run_id], |r| {
+            let status: RunStatus = r.get::<_, String>(0)?.parse().unwrap_or(RunStatus::Queued);
+            open &= !status.is_final();
+            Ok((
+                r.get(1)?,
+                r.get(2)?,
+                StepStatus::parse(&r.get::<_, String>(3)?),
+                r.get(4)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((open && !steps.is_empty()).then_some(steps))
 }
 
 /// Marks a claimed step as running (its first start is kept).
@@ -490,11 +532,7 @@ pub fn end_step(
 /// Gives a run its final status (announced when the transaction commits); steps whose turn
 /// never came are skipped.
 pub fn finish_run(tx: &Tx<'_>, run_id: &str, status: RunStatus, message: &str) -> Result<RunEnded> {
-    let now = crate::clock::now_rfc3339();
-    tx.execute(
-        "UPDATE runs SET status = ?2, message = ?3, finished_at = ?4 WHERE run_id = ?1",
-        params![run_id, status.as_str(), message, now],
-    )?;
+    let (ended, now) = close(tx, run_id, status, message)?;
     let why = match status {
         RunStatus::Succeeded => String::new(),
         _ => format!("not run: {message}"),
@@ -504,13 +542,38 @@ pub fn finish_run(tx: &Tx<'_>, run_id: &str, status: RunStatus, message: &str) -
          WHERE run_id = ?1 AND status = 'pending'",
         params![run_id, why, now],
     )?;
+    Ok(ended)
+}
+
+/// [`finish_run`] for a run every step of which has ended: there is nothing to skip.
+pub fn finish_ended_run(
+    tx: &Tx<'_>,
+    run_id: &str,
+    status: RunStatus,
+    message: &str,
+) -> Result<RunEnded> {
+    Ok(close(tx, run_id, status, message)?.0)
+}
+
+/// Sets a run's final status and announces it; returns it, and the time written as its end.
+fn close(
+    tx: &Tx<'_>,
+    run_id: &str,
+    status: RunStatus,
+    message: &str,
+) -> Result<(RunEnded, String)> {
+    let now = crate::clock::now_rfc3339();
+    tx.prepare_cached(
+        "UPDATE runs SET status = ?2, message = ?3, finished_at = ?4 WHERE run_id = ?1",
+    )?
+    .execute(params![run_id, status.as_str(), message, now])?;
     let ended = RunEnded {
         runid: run_id.to_string(),
         status,
         message: message.to_string(),
     };
     tx.run_ended(ended.clone());
-    Ok(ended)
+    Ok((ended, now))
 }
 
 impl Store {
@@ -701,28 +764,27 @@ fn legacy_run(run_id: &str, results: Vec<StoredResult>) -> Option<RunRecord> {
 
 fn read_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>> {
     let run = conn
-        .query_row(
+        .prepare_cached(
             "SELECT run_id, resource_type, resource_name, pipeline, event, status, message,
                     created_at, started_at, finished_at, replay_of
              FROM runs WHERE run_id = ?1",
-            [run_id],
-            |r| {
-                Ok(RunRecord {
-                    runid: r.get(0)?,
-                    resource_type: r.get(1)?,
-                    resource_name: r.get(2)?,
-                    pipeline: r.get(3)?,
-                    event: r.get(4)?,
-                    status: r.get::<_, String>(5)?.parse().unwrap_or(RunStatus::Queued),
-                    message: r.get(6)?,
-                    created_at: r.get(7)?,
-                    started_at: r.get(8)?,
-                    finished_at: r.get(9)?,
-                    replay_of: r.get(10)?,
-                    steps: Vec::new(),
-                })
-            },
-        )
+        )?
+        .query_row([run_id], |r| {
+            Ok(RunRecord {
+                runid: r.get(0)?,
+                resource_type: r.get(1)?,
+                resource_name: r.get(2)?,
+                pipeline: r.get(3)?,
+                event: r.get(4)?,
+                status: r.get::<_, String>(5)?.parse().unwrap_or(RunStatus::Queued),
+                message: r.get(6)?,
+                created_at: r.get(7)?,
+                started_at: r.get(8)?,
+                finished_at: r.get(9)?,
+                replay_of: r.get(10)?,
+                steps: Vec::new(),
+            })
+        })
         .optional()?;
     let Some(mut run) = run else {
         return Ok(None);

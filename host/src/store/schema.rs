@@ -42,7 +42,6 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_ready ON queue (driver, claimed, not_before);
 CREATE INDEX IF NOT EXISTS queue_resource ON queue (resource_type, resource_name);
-CREATE INDEX IF NOT EXISTS queue_run ON queue (run_id);
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -158,10 +157,12 @@ pub(super) fn open(conn: &Connection) -> Result<()> {
     }
     // After the added columns, which an older store gets only above.
     // A run's lines by sequence (`logs_by_run`) replaced lines by run and driver: the query
-    // users run most is a run's lines in order.
+    // users run most is a run's lines in order. A cancellation finds a run's queued events
+    // through their resource (`queue_resource`), not by an index of its own (`queue_run`).
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS queue_origin ON queue (origin) WHERE origin IS NOT NULL;
-         DROP INDEX IF EXISTS logs_run;",
+         DROP INDEX IF EXISTS logs_run;
+         DROP INDEX IF EXISTS queue_run;",
     )?;
     conn.execute("UPDATE queue SET claimed = 0 WHERE claimed = 1", [])?;
     conn.execute(

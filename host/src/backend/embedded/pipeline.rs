@@ -94,37 +94,43 @@ fn no_driver(run: &NewRun) -> String {
 /// an older run for the same driver and resource is replaced by the new one; the older run's
 /// step is superseded.
 pub fn start_run(tx: &Tx<'_>, run: &NewRun) -> Result<()> {
-    runs::insert_run(tx, run)?;
     if let Some(failure) = &run.failure {
+        runs::insert_run(tx, run, &[])?;
         runs::finish_run(tx, &run.run_id, RunStatus::Failed, failure)?;
         return Ok(());
     }
     if run.steps.is_empty() {
-        runs::finish_run(tx, &run.run_id, RunStatus::NoDriver, &no_driver(run))?;
+        runs::insert_run(tx, run, &[])?;
+        runs::finish_ended_run(tx, &run.run_id, RunStatus::NoDriver, &no_driver(run))?;
         return Ok(());
     }
+    // Each entry step's event is known once the older events it replaces are gone; the steps
+    // are then stored as queued with it, beside their queue rows.
+    let entry = &run.steps[..entry_steps(run)];
+    let events = entry
+        .iter()
+        .map(|s| coalesce(tx, run, &s.driver))
+        .collect::<Result<Vec<_>>>()?;
+    runs::insert_run(tx, run, &events)?;
     let message_id = conveyor::new_message_id();
-    for (i, s) in run.steps.iter().enumerate().take(entry_steps(run)) {
-        let step = i as u32 + 1;
-        let event = coalesce(tx, run, &s.driver)?;
-        queue::enqueue(
-            tx,
-            &[NewEvent {
-                driver: s.driver.clone(),
-                event: event.clone(),
-                run_id: run.run_id.clone(),
-                message_id: message_id.clone(),
-                resource_type: run.resource_type.clone(),
-                resource_name: run.resource_name.clone(),
-                pipeline: run.pipeline.clone(),
-                payload: run.payload.clone(),
-                step,
-                origin: run.origin.clone(),
-            }],
-        )?;
-        runs::set_step(tx, &run.run_id, step, StepStatus::Queued, Some(&event))?;
-    }
-    Ok(())
+    let queued: Vec<NewEvent> = entry
+        .iter()
+        .zip(events)
+        .enumerate()
+        .map(|(i, (s, event))| NewEvent {
+            driver: s.driver.clone(),
+            event,
+            run_id: run.run_id.clone(),
+            message_id: message_id.clone(),
+            resource_type: run.resource_type.clone(),
+            resource_name: run.resource_name.clone(),
+            pipeline: run.pipeline.clone(),
+            payload: run.payload.clone(),
+            step: i as u32 + 1,
+            origin: run.origin.clone(),
+        })
+        .collect();
+    queue::enqueue(tx, &queued)
 }
 
 /// Supersedes the pending entry events for `driver` and the run's resource; returns the event
@@ -164,7 +170,8 @@ pub fn cancel_run(tx: &Tx<'_>, run_id: &str, why: &str) -> Result<Option<bool>> 
     if status.is_final() {
         return Ok(Some(false));
     }
-    for row in queue::unclaimed_of_run(tx, run_id)? {
+    let (kind, name) = runs::resource_of(tx, run_id)?.unwrap_or_default();
+    for row in queue::unclaimed_of_run(tx, &kind, &name, run_id)? {
         queue::remove(tx, row.id)?;
         runs::end_step(
             tx,
@@ -262,14 +269,13 @@ pub fn retry_run(tx: &Tx<'_>, run_id: &str) -> Result<Retried> {
 /// Stores how a queued event ended, removes it and moves its run on. `false` when the event
 /// was no longer queued (nothing is written then).
 pub fn settle(tx: &Tx<'_>, id: i64, end: StepEnd<'_>) -> Result<bool> {
-    let Some(row) = queue::row(tx, id)? else {
+    let Some(row) = queue::take(tx, id)? else {
         return Ok(false);
     };
     if let StepEnd::Result(result) = end {
         runs::insert_result(tx, result, row.event.step)?;
         resources::record_driver_result(tx, result)?;
     }
-    queue::remove(tx, id)?;
     advance(tx, &row, end)?;
     Ok(true)
 }
@@ -280,15 +286,16 @@ fn advance(tx: &Tx<'_>, row: &QueueRow, end: StepEnd<'_>) -> Result<()> {
     let e = &row.event;
     let (status, message) = end.status();
     runs::end_step(tx, &e.run_id, e.step, status, message, row.attempts)?;
+    // An event carries its run's pipeline.
+    if e.pipeline.is_none() {
+        return conclude_broadcast(tx, &e.run_id);
+    }
     // Events queued before runs were recorded have no run row.
-    let Some((pipeline, run_status, run_event)) = runs::run_state(tx, &e.run_id)? else {
+    let Some((_, run_status, run_event)) = runs::run_state(tx, &e.run_id)? else {
         return Ok(());
     };
     if run_status.is_final() {
         return Ok(());
-    }
-    if pipeline.is_none() {
-        return conclude_broadcast(tx, &e.run_id);
     }
     if status == StepStatus::Failed {
         let why = format!("step {} ({}) failed: {message}", e.step, e.driver);
@@ -296,7 +303,7 @@ fn advance(tx: &Tx<'_>, row: &QueueRow, end: StepEnd<'_>) -> Result<()> {
         return Ok(());
     }
     let Some(next_driver) = runs::step_driver(tx, &e.run_id, e.step + 1)? else {
-        runs::finish_run(tx, &e.run_id, RunStatus::Succeeded, "")?;
+        runs::finish_ended_run(tx, &e.run_id, RunStatus::Succeeded, "")?;
         return Ok(());
     };
     queue::enqueue(
@@ -323,10 +330,14 @@ fn advance(tx: &Tx<'_>, row: &QueueRow, end: StepEnd<'_>) -> Result<()> {
     )
 }
 
-/// Ends a broadcast run once every driver's step has ended.
+/// Ends a broadcast run once every driver's step has ended (unless it is over already:
+/// cancelled while a step was being delivered).
 fn conclude_broadcast(tx: &Tx<'_>, run_id: &str) -> Result<()> {
-    if let Some((status, message)) = broadcast_end(&runs::steps(tx, run_id)?) {
-        runs::finish_run(tx, run_id, status, &message)?;
+    let Some(steps) = runs::steps_if_open(tx, run_id)? else {
+        return Ok(());
+    };
+    if let Some((status, message)) = broadcast_end(&steps) {
+        runs::finish_ended_run(tx, run_id, status, &message)?;
     }
     Ok(())
 }
@@ -830,6 +841,25 @@ mod tests {
         assert_eq!(run.steps[0].message, why);
         assert_eq!(s.write(|tx| cancel_run(tx, "R", why)).unwrap(), Some(false));
         assert_eq!(s.write(|tx| cancel_run(tx, "nope", why)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_broadcast_cancelled_during_a_delivery_stays_cancelled_after_its_result() {
+        let (_d, s) = store();
+        s.insert_resource(&resource("a"), &run("R", "a", None, "create", &["x", "y"]))
+            .unwrap();
+        let q = s.claim_next("x", 0).unwrap().unwrap();
+        let why = "cancelled by an operator";
+        assert_eq!(s.write(|tx| cancel_run(tx, "R", why)).unwrap(), Some(true));
+        // The delivery that was under way ends; its result is stored, the run stays as it was.
+        assert!(s.complete(q.id, &result_for(&q, true, "ok")).unwrap());
+        let run = s.run("R").unwrap().unwrap();
+        assert_eq!(
+            (run.status, run.message.as_str()),
+            (RunStatus::Cancelled, why)
+        );
+        assert_eq!(run.steps[0].status, StepStatus::Succeeded);
+        assert_eq!(run.steps[1].status, StepStatus::Skipped);
     }
 
     #[test]
