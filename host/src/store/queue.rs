@@ -298,7 +298,8 @@ pub fn release(tx: &Tx<'_>, id: i64, not_before_ms: i64) -> Result<()> {
     )?;
     tx.execute(
         "UPDATE run_steps SET status = 'retrying'
-         WHERE (run_id, step) IN (SELECT run_id, step FROM queue WHERE id = ?1)",
+         WHERE (run, step) IN (SELECT r.seq, q.step FROM queue q JOIN runs r ON r.run_id = q.run_id
+                               WHERE q.id = ?1)",
         [id],
     )?;
     // A sleeping consumer computed its wait before this due time existed.

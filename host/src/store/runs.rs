@@ -302,8 +302,9 @@ pub fn insert_run(tx: &Tx<'_>, run: &NewRun, entry: &[String]) -> Result<()> {
         run.payload,
         run.replay_of
     ])?;
+    let seq = tx.last_insert_rowid();
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO run_steps (run_id, step, name, driver, status, event)
+        "INSERT INTO run_steps (run, step, name, driver, status, event)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for (i, s) in run.steps.iter().enumerate() {
@@ -313,7 +314,7 @@ pub fn insert_run(tx: &Tx<'_>, run: &NewRun, entry: &[String]) -> Result<()> {
             None => StepStatus::Pending,
         };
         stmt.execute(params![
-            run.run_id,
+            seq,
             i + 1,
             s.name,
             s.driver,
@@ -357,7 +358,7 @@ pub fn resource_of(conn: &Connection, run_id: &str) -> Result<Option<(String, St
 /// A step's event and attempts so far, if the run has that step and its turn came.
 pub fn step_event(conn: &Connection, run_id: &str, step: u32) -> Result<Option<(String, u32)>> {
     let row: Option<(Option<String>, u32)> = conn
-        .prepare_cached("SELECT event, attempts FROM run_steps WHERE run_id = ?1 AND step = ?2")?
+        .prepare_cached("SELECT event, attempts FROM run_steps WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2")?
         .query_row(params![run_id, step], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(row.and_then(|(e, a)| e.map(|e| (e, a))))
@@ -367,7 +368,7 @@ pub fn step_event(conn: &Connection, run_id: &str, step: u32) -> Result<Option<(
 pub fn reopen_step(tx: &Tx<'_>, run_id: &str, step: u32) -> Result<()> {
     tx.execute(
         "UPDATE run_steps SET status = 'queued', message = '', finished_at = NULL
-         WHERE run_id = ?1 AND step = ?2",
+         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2",
         params![run_id, step],
     )?;
     Ok(())
@@ -378,7 +379,7 @@ pub fn reopen_step(tx: &Tx<'_>, run_id: &str, step: u32) -> Result<()> {
 pub fn unskip_after(tx: &Tx<'_>, run_id: &str, step: u32) -> Result<()> {
     tx.execute(
         "UPDATE run_steps SET status = 'pending', message = '', finished_at = NULL
-         WHERE run_id = ?1 AND step > ?2 AND status = 'skipped'",
+         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step > ?2 AND status = 'skipped'",
         params![run_id, step],
     )?;
     Ok(())
@@ -396,7 +397,7 @@ pub fn reopen_run(tx: &Tx<'_>, run_id: &str) -> Result<()> {
 /// The driver of a run's step, if the run has that step.
 pub fn step_driver(conn: &Connection, run_id: &str, step: u32) -> Result<Option<String>> {
     Ok(conn
-        .prepare_cached("SELECT driver FROM run_steps WHERE run_id = ?1 AND step = ?2")?
+        .prepare_cached("SELECT driver FROM run_steps WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2")?
         .query_row(params![run_id, step], |r| r.get(0))
         .optional()?)
 }
@@ -407,7 +408,8 @@ pub type StepSummary = (u32, String, StepStatus, String);
 /// A run's steps, in order.
 pub fn steps(conn: &Connection, run_id: &str) -> Result<Vec<StepSummary>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT step, driver, status, message FROM run_steps WHERE run_id = ?1 ORDER BY step",
+        "SELECT step, driver, status, message FROM run_steps WHERE run = (SELECT seq FROM runs WHERE run_id = ?1)
+         ORDER BY step",
     )?;
     Ok(stmt
         .query_map([run_id], |r| {
@@ -426,7 +428,7 @@ pub fn steps(conn: &Connection, run_id: &str) -> Result<Vec<StepSummary>> {
 pub fn steps_if_open(conn: &Connection, run_id: &str) -> Result<Option<Vec<StepSummary>>> {
     let mut stmt = conn.prepare_cached(
         "SELECT r.status, s.step, s.driver, s.status, s.message
-         FROM runs r JOIN run_steps s ON s.run_id = r.run_id
+         FROM runs r JOIN run_steps s ON s.run = r.seq
          WHERE r.run_id = ?1 ORDER BY s.step",
     )?;
     let mut open = true;
@@ -451,7 +453,7 @@ pub fn step_started(tx: &Tx<'_>, run_id: &str, step: u32, attempt: u32) -> Resul
     tx.prepare_cached(
         "UPDATE run_steps SET status = 'running', attempts = ?3,
                 started_at = COALESCE(started_at, ?4)
-         WHERE run_id = ?1 AND step = ?2",
+         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2",
     )?
     .execute(params![run_id, step, attempt, now])?;
     tx.prepare_cached(
@@ -498,7 +500,8 @@ pub fn set_step(
     event: Option<&str>,
 ) -> Result<()> {
     tx.execute(
-        "UPDATE run_steps SET status = ?3, event = COALESCE(?4, event) WHERE run_id = ?1 AND step = ?2",
+        "UPDATE run_steps SET status = ?3, event = COALESCE(?4, event)
+         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2",
         params![run_id, step, status.as_str(), event],
     )?;
     Ok(())
@@ -516,7 +519,7 @@ pub fn end_step(
     tx.execute(
         "UPDATE run_steps SET status = ?3, message = ?4, finished_at = ?5,
                 attempts = MAX(attempts, ?6)
-         WHERE run_id = ?1 AND step = ?2",
+         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2",
         params![
             run_id,
             step,
@@ -539,7 +542,7 @@ pub fn finish_run(tx: &Tx<'_>, run_id: &str, status: RunStatus, message: &str) -
     };
     tx.execute(
         "UPDATE run_steps SET status = 'skipped', message = ?2, finished_at = ?3
-         WHERE run_id = ?1 AND status = 'pending'",
+         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND status = 'pending'",
         params![run_id, why, now],
     )?;
     Ok(ended)
@@ -766,11 +769,11 @@ fn read_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>> {
     let run = conn
         .prepare_cached(
             "SELECT run_id, resource_type, resource_name, pipeline, event, status, message,
-                    created_at, started_at, finished_at, replay_of
+                    created_at, started_at, finished_at, replay_of, seq
              FROM runs WHERE run_id = ?1",
         )?
         .query_row([run_id], |r| {
-            Ok(RunRecord {
+            let run = RunRecord {
                 runid: r.get(0)?,
                 resource_type: r.get(1)?,
                 resource_name: r.get(2)?,
@@ -783,18 +786,19 @@ fn read_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>> {
                 finished_at: r.get(9)?,
                 replay_of: r.get(10)?,
                 steps: Vec::new(),
-            })
+            };
+            Ok((r.get::<_, i64>(11)?, run))
         })
         .optional()?;
-    let Some(mut run) = run else {
+    let Some((seq, mut run)) = run else {
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(
         "SELECT step, name, driver, event, status, attempts, message, started_at, finished_at
-         FROM run_steps WHERE run_id = ?1 ORDER BY step",
+         FROM run_steps WHERE run = ?1 ORDER BY step",
     )?;
     run.steps = stmt
-        .query_map([run_id], |r| {
+        .query_map([seq], |r| {
             Ok(StepRecord {
                 step: r.get(0)?,
                 name: r.get(1)?,

@@ -379,7 +379,7 @@ mod tests {
     use crate::conveyor::Resource;
     use crate::result::Outcome;
     use crate::store::runs::{NewStep, StepStatus};
-    use crate::store::{QueuedEvent, Store, StoredResult};
+    use crate::store::{QueuedEvent, RunFilter, Store, StoredResult};
 
     /// The store, with the composite writes of the embedded backend.
     struct S(Arc<Store>, Arc<Queue>);
@@ -724,6 +724,79 @@ mod tests {
         assert_eq!(q.event.step, 1);
         assert!(s.complete(q.id, &result_for(&q, true, "ok")).unwrap());
         assert_eq!(s.run("OLD2").unwrap().unwrap().status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_store_with_runs_keyed_by_id_alone_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            // A store as the host wrote it, with runs one after another; then the tables of
+            // runs and their steps as they were before runs had a sequence number.
+            let s = open(&path);
+            s.insert_resource(&resource("a"), &event("x", "a")).unwrap();
+            let q = s.claim_next("x", 0).unwrap().unwrap();
+            assert!(s.complete(q.id, &result_for(&q, true, "done")).unwrap());
+            let mut second = run("R2", "b", None, "create", &["x"]);
+            second.replay_of = Some("R".into());
+            s.insert_resource(&resource("b"), &second).unwrap();
+        }
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "ALTER TABLE runs RENAME TO runs_now; ALTER TABLE run_steps RENAME TO steps_now;
+                 CREATE TABLE runs (run_id TEXT PRIMARY KEY, resource_type TEXT NOT NULL,
+                    resource_name TEXT NOT NULL, pipeline TEXT, event TEXT NOT NULL,
+                    status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
+                    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, payload TEXT,
+                    replay_of TEXT);
+                 INSERT INTO runs SELECT run_id, resource_type, resource_name, pipeline, event,
+                    status, message, created_at, started_at, finished_at, payload, replay_of
+                    FROM runs_now ORDER BY seq;
+                 CREATE TABLE run_steps (run_id TEXT NOT NULL, step INTEGER NOT NULL,
+                    name TEXT NOT NULL, driver TEXT NOT NULL, event TEXT, status TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+                    started_at TEXT, finished_at TEXT, PRIMARY KEY (run_id, step));
+                 INSERT INTO run_steps SELECT r.run_id, s.step, s.name, s.driver, s.event,
+                    s.status, s.attempts, s.message, s.started_at, s.finished_at
+                    FROM steps_now s JOIN runs_now r ON r.seq = s.run;
+                 DROP TABLE runs_now; DROP TABLE steps_now;",
+            )
+            .unwrap();
+        }
+        let s = open(&path);
+        let first = s.run("R").unwrap().unwrap();
+        assert_eq!(first.status, RunStatus::Succeeded);
+        assert_eq!(first.steps[0].status, StepStatus::Succeeded);
+        assert_eq!(
+            first.steps[0].result.as_ref().unwrap().result.message,
+            "done"
+        );
+        // The waiting run moves on through the upgraded tables.
+        let q = s.claim_next("x", 0).unwrap().unwrap();
+        assert_eq!(q.event.run_id, "R2");
+        assert_eq!(
+            s.run("R2").unwrap().unwrap().steps[0].status,
+            StepStatus::Running
+        );
+        assert!(s.complete(q.id, &result_for(&q, true, "ok")).unwrap());
+        let second = s.run("R2").unwrap().unwrap();
+        assert_eq!(second.status, RunStatus::Succeeded);
+        assert_eq!(second.replay_of.as_deref(), Some("R"));
+        // Newest first, the upgraded runs after a new one; filters use the indexes again.
+        s.insert_resource(&resource("c"), &run("R3", "c", None, "create", &["x"]))
+            .unwrap();
+        let all = RunFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let ids: Vec<_> = s.runs(&all).unwrap().into_iter().map(|r| r.runid).collect();
+        assert_eq!(ids, ["R3", "R2", "R"]);
+        let succeeded = RunFilter {
+            status: Some(RunStatus::Succeeded),
+            ..all
+        };
+        assert_eq!(s.runs(&succeeded).unwrap().len(), 2);
     }
 
     #[test]
