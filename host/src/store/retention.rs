@@ -125,10 +125,10 @@ fn cutoff(now: time::OffsetDateTime, age: std::time::Duration) -> String {
 
 /// Removes a finished run and what belongs to it.
 fn remove_run(tx: &super::Tx<'_>, run_id: &str) -> Result<()> {
-    // Steps before their run, which is how they are found.
+    // Results and steps before their run, which is how they are found.
     for sql in [
         "DELETE FROM logs WHERE run_id = ?1",
-        "DELETE FROM results WHERE run_id = ?1",
+        "DELETE FROM results WHERE run = (SELECT seq FROM runs WHERE run_id = ?1)",
         "DELETE FROM run_steps WHERE run = (SELECT seq FROM runs WHERE run_id = ?1)",
         "DELETE FROM runs WHERE run_id = ?1",
     ] {

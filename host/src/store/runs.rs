@@ -468,8 +468,10 @@ pub fn step_started(tx: &Tx<'_>, run_id: &str, step: u32, attempt: u32) -> Resul
 pub fn insert_result(tx: &Tx<'_>, result: &RunResult, step: u32) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO results (run_id, driver, message_id, event, resource_type, resource_name,
-            success, outcome, failure_kind, message, data, attempts, started_at, finished_at, step)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            success, outcome, failure_kind, message, data, attempts, started_at, finished_at, step,
+            run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                 (SELECT seq FROM runs WHERE run_id = ?1))",
     )?
     .execute(params![
         result.run_id,
@@ -584,9 +586,16 @@ impl Store {
     pub fn results(&self, run_id: &str) -> Result<Vec<StoredResult>> {
         let rows = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT run_id, driver, message_id, event, resource_type, resource_name, success,
-                    outcome, failure_kind, message, data, attempts, started_at, finished_at, step
-             FROM results WHERE run_id = ?1 ORDER BY id",
+                "SELECT run_id, driver, message_id, event, resource_type, resource_name,
+                    success, outcome, failure_kind, message, data, attempts, started_at,
+                    finished_at, step, id
+                 FROM results WHERE run = (SELECT seq FROM runs WHERE run_id = ?1)
+                 UNION ALL
+                 SELECT run_id, driver, message_id, event, resource_type, resource_name,
+                    success, outcome, failure_kind, message, data, attempts, started_at,
+                    finished_at, step, id
+                 FROM results WHERE run IS NULL AND run_id = ?1
+                 ORDER BY id",
             )?;
             let rows = stmt
                 .query_map([run_id], |r| {

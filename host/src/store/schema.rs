@@ -60,7 +60,6 @@ CREATE TABLE IF NOT EXISTS results (
     finished_at TEXT NOT NULL,
     step INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
 CREATE TABLE IF NOT EXISTS logs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -161,11 +160,13 @@ ALTER TABLE run_steps_sequenced RENAME TO run_steps;
 
 /// Columns added after the first release of the schema: `(table, column, declaration)`.
 /// `CREATE TABLE IF NOT EXISTS` leaves an older table as it is, so they are added here.
-const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     ("queue", "step", "INTEGER NOT NULL DEFAULT 1"),
     ("queue", "enqueued_ms", "INTEGER NOT NULL DEFAULT 0"),
     ("queue", "origin", "TEXT"),
     ("results", "step", "INTEGER NOT NULL DEFAULT 1"),
+    // The run's `seq`: NULL for a result of a run stored before runs had rows.
+    ("results", "run", "INTEGER"),
     // The first event's payload, so that a run can be replayed (NULL for older runs).
     ("runs", "payload", "TEXT"),
     ("runs", "replay_of", "TEXT"),
@@ -221,10 +222,18 @@ pub(super) fn open(conn: &Connection) -> Result<()> {
     // A run's lines by sequence (`logs_by_run`) replaced lines by run and driver: the query
     // users run most is a run's lines in order. A cancellation finds a run's queued events
     // through their resource (`queue_resource`), not by an index of its own (`queue_run`).
+    // A run's results are found by its `seq` (`results_by_run`, written at the end of the tree
+    // as runs come), those of runs without rows by their id (`results_without_run`);
+    // `results_run`, by id for all, was a tree written at a random place by every result.
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS queue_origin ON queue (origin) WHERE origin IS NOT NULL;
          DROP INDEX IF EXISTS logs_run;
-         DROP INDEX IF EXISTS queue_run;",
+         DROP INDEX IF EXISTS queue_run;
+         CREATE INDEX IF NOT EXISTS results_without_run ON results (run_id) WHERE run IS NULL;
+         UPDATE results SET run = (SELECT seq FROM runs WHERE runs.run_id = results.run_id)
+             WHERE run IS NULL;
+         CREATE INDEX IF NOT EXISTS results_by_run ON results (run);
+         DROP INDEX IF EXISTS results_run;",
     )?;
     conn.execute("UPDATE queue SET claimed = 0 WHERE claimed = 1", [])?;
     conn.execute(

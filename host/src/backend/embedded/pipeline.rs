@@ -732,7 +732,8 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         {
             // A store as the host wrote it, with runs one after another; then the tables of
-            // runs and their steps as they were before runs had a sequence number.
+            // runs and their steps, and the results, as they were before runs had a sequence
+            // number.
             let s = open(&path);
             s.insert_resource(&resource("a"), &event("x", "a")).unwrap();
             let q = s.claim_next("x", 0).unwrap().unwrap();
@@ -760,7 +761,10 @@ mod tests {
                  INSERT INTO run_steps SELECT r.run_id, s.step, s.name, s.driver, s.event,
                     s.status, s.attempts, s.message, s.started_at, s.finished_at
                     FROM steps_now s JOIN runs_now r ON r.seq = s.run;
-                 DROP TABLE runs_now; DROP TABLE steps_now;",
+                 DROP TABLE runs_now; DROP TABLE steps_now;
+                 DROP INDEX results_by_run; DROP INDEX results_without_run;
+                 ALTER TABLE results DROP COLUMN run;
+                 CREATE INDEX results_run ON results (run_id);",
             )
             .unwrap();
         }
