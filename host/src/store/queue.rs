@@ -58,11 +58,24 @@ pub struct QueueRow {
     pub claimed: bool,
 }
 
-/// The columns [`event_at`] reads, in its order.
-const EVENT_COLUMNS: &str = "driver, event, run_id, message_id, resource_type, resource_name, \
-                             pipeline, payload, step, origin";
+/// The columns [`event_at`] reads, in its order. A macro, not a constant, so that statements
+/// are built with `concat!` once, not formatted on every call (settlements and claims run
+/// them for every event).
+macro_rules! event_columns {
+    () => {
+        "driver, event, run_id, message_id, resource_type, resource_name, pipeline, payload, \
+         step, origin"
+    };
+}
 
-/// The event of a row selected with [`EVENT_COLUMNS`] from column `at` on.
+/// The columns [`queue_row`] reads, in its order: a row's state, then `event_columns!`.
+macro_rules! row_columns {
+    () => {
+        concat!("attempts, claimed, ", event_columns!())
+    };
+}
+
+/// The event of a row selected with `event_columns!` from column `at` on.
 fn event_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<NewEvent> {
     Ok(NewEvent {
         driver: r.get(at)?,
@@ -208,12 +221,10 @@ pub fn queued_by(conn: &Connection, driver: &str) -> Result<u64> {
         .query_row([driver], |r| r.get(0))?)
 }
 
-/// A queue row by id.
-pub fn row(conn: &Connection, id: i64) -> Result<Option<QueueRow>> {
+/// Row `id` as `sql` (bound to the id as `?1`) returns it in `row_columns!`.
+fn queue_row(conn: &Connection, sql: &str, id: i64) -> Result<Option<QueueRow>> {
     Ok(conn
-        .prepare_cached(&format!(
-            "SELECT attempts, claimed, {EVENT_COLUMNS} FROM queue WHERE id = ?1"
-        ))?
+        .prepare_cached(sql)?
         .query_row([id], |r| {
             Ok(QueueRow {
                 id,
@@ -225,21 +236,22 @@ pub fn row(conn: &Connection, id: i64) -> Result<Option<QueueRow>> {
         .optional()?)
 }
 
+/// A queue row by id.
+pub fn row(conn: &Connection, id: i64) -> Result<Option<QueueRow>> {
+    queue_row(
+        conn,
+        concat!("SELECT ", row_columns!(), " FROM queue WHERE id = ?1"),
+        id,
+    )
+}
+
 /// Removes a row and returns it, if it was there.
 pub fn take(tx: &Tx<'_>, id: i64) -> Result<Option<QueueRow>> {
-    Ok(tx
-        .prepare_cached(&format!(
-            "DELETE FROM queue WHERE id = ?1 RETURNING attempts, claimed, {EVENT_COLUMNS}"
-        ))?
-        .query_row([id], |r| {
-            Ok(QueueRow {
-                id,
-                attempts: r.get(0)?,
-                claimed: r.get(1)?,
-                event: event_at(r, 2)?,
-            })
-        })
-        .optional()?)
+    queue_row(
+        tx,
+        concat!("DELETE FROM queue WHERE id = ?1 RETURNING ", row_columns!()),
+        id,
+    )
 }
 
 /// Removes a row.
@@ -312,12 +324,13 @@ pub fn release(tx: &Tx<'_>, id: i64, not_before_ms: i64) -> Result<()> {
 pub fn claim(tx: &Tx<'_>, driver: &str, now_ms: i64, n: usize) -> Result<Vec<QueuedEvent>> {
     // One statement marks them all and returns them (in no particular order: sorted below).
     let mut rows: Vec<(i64, QueuedEvent)> = tx
-        .prepare_cached(&format!(
+        .prepare_cached(concat!(
             "UPDATE queue SET claimed = 1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM queue
                           WHERE driver = ?1 AND claimed = 0 AND not_before <= ?2
                           ORDER BY not_before, id LIMIT ?3)
-             RETURNING not_before, id, attempts, {EVENT_COLUMNS}"
+             RETURNING not_before, id, attempts, ",
+            event_columns!()
         ))?
         .query_map(params![driver, now_ms, n as i64], |r| {
             Ok((

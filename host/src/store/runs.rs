@@ -358,7 +358,10 @@ pub fn resource_of(conn: &Connection, run_id: &str) -> Result<Option<(String, St
 /// A step's event and attempts so far, if the run has that step and its turn came.
 pub fn step_event(conn: &Connection, run_id: &str, step: u32) -> Result<Option<(String, u32)>> {
     let row: Option<(Option<String>, u32)> = conn
-        .prepare_cached("SELECT event, attempts FROM run_steps WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2")?
+        .prepare_cached(
+            "SELECT event, attempts FROM run_steps
+             WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2",
+        )?
         .query_row(params![run_id, step], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(row.and_then(|(e, a)| e.map(|e| (e, a))))
@@ -379,7 +382,8 @@ pub fn reopen_step(tx: &Tx<'_>, run_id: &str, step: u32) -> Result<()> {
 pub fn unskip_after(tx: &Tx<'_>, run_id: &str, step: u32) -> Result<()> {
     tx.execute(
         "UPDATE run_steps SET status = 'pending', message = '', finished_at = NULL
-         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step > ?2 AND status = 'skipped'",
+         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1)
+           AND step > ?2 AND status = 'skipped'",
         params![run_id, step],
     )?;
     Ok(())
@@ -397,7 +401,10 @@ pub fn reopen_run(tx: &Tx<'_>, run_id: &str) -> Result<()> {
 /// The driver of a run's step, if the run has that step.
 pub fn step_driver(conn: &Connection, run_id: &str, step: u32) -> Result<Option<String>> {
     Ok(conn
-        .prepare_cached("SELECT driver FROM run_steps WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2")?
+        .prepare_cached(
+            "SELECT driver FROM run_steps
+             WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) AND step = ?2",
+        )?
         .query_row(params![run_id, step], |r| r.get(0))
         .optional()?)
 }
@@ -408,19 +415,22 @@ pub type StepSummary = (u32, String, StepStatus, String);
 /// A run's steps, in order.
 pub fn steps(conn: &Connection, run_id: &str) -> Result<Vec<StepSummary>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT step, driver, status, message FROM run_steps WHERE run = (SELECT seq FROM runs WHERE run_id = ?1)
-         ORDER BY step",
+        "SELECT step, driver, status, message FROM run_steps
+         WHERE run = (SELECT seq FROM runs WHERE run_id = ?1) ORDER BY step",
     )?;
     Ok(stmt
-        .query_map([run_id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                StepStatus::parse(&r.get::<_, String>(2)?),
-                r.get(3)?,
-            ))
-        })?
+        .query_map([run_id], |r| summary_at(r, 0))?
         .collect::<rusqlite::Result<_>>()?)
+}
+
+/// The step of a row with `step, driver, status, message` from column `at` on.
+fn summary_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StepSummary> {
+    Ok((
+        r.get(at)?,
+        r.get(at + 1)?,
+        StepStatus::parse(&r.get::<_, String>(at + 2)?),
+        r.get(at + 3)?,
+    ))
 }
 
 /// A run's steps as [`steps`] gives them, if the run is not over; `None` for a run that is
@@ -436,12 +446,7 @@ pub fn steps_if_open(conn: &Connection, run_id: &str) -> Result<Option<Vec<StepS
         .query_map([run_id], |r| {
             let status: RunStatus = r.get::<_, String>(0)?.parse().unwrap_or(RunStatus::Queued);
             open &= !status.is_final();
-            Ok((
-                r.get(1)?,
-                r.get(2)?,
-                StepStatus::parse(&r.get::<_, String>(3)?),
-                r.get(4)?,
-            ))
+            summary_at(r, 1)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((open && !steps.is_empty()).then_some(steps))

@@ -109,54 +109,29 @@ CREATE TABLE IF NOT EXISTS run_steps (
 "#;
 
 /// Runs keyed by `run_id` alone, and steps by `(run_id, step)`, before runs had a sequence
-/// number: rebuilt as [`SCHEMA`] has them, keeping every run's place in creation order (its
-/// rowid becomes its `seq`). A run's steps and its later rows are then keyed by a number that
-/// grows with each run, so an event's writes land at the end of their trees instead of at a
-/// random place given by a UUID: fewer pages written per event.
-const SEQUENCED_RUNS: &str = "
-CREATE TABLE runs_sequenced (
-    seq INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL UNIQUE,
-    resource_type TEXT NOT NULL,
-    resource_name TEXT NOT NULL,
-    pipeline TEXT,
-    event TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT,
-    payload TEXT,
-    replay_of TEXT
-);
-INSERT INTO runs_sequenced (seq, run_id, resource_type, resource_name, pipeline, event, status,
-                            message, created_at, started_at, finished_at, payload, replay_of)
+/// number: set aside, [`SCHEMA`] creates the tables as they are now, and the rows move over,
+/// every run keeping its place in creation order (its rowid becomes its `seq`). A run's steps
+/// and later rows are then keyed by a number that grows with each run, so an event's writes
+/// land at the end of their trees instead of at a random place given by a UUID.
+const SET_ASIDE_UNSEQUENCED: &str = "
+ALTER TABLE runs RENAME TO runs_by_id;
+ALTER TABLE run_steps RENAME TO run_steps_by_id;";
+
+/// The rows of [`SET_ASIDE_UNSEQUENCED`]'s tables, into [`SCHEMA`]'s; the old tables go, and
+/// their indexes with them.
+const MOVE_UNSEQUENCED: &str = "
+INSERT INTO runs (seq, run_id, resource_type, resource_name, pipeline, event, status, message,
+                  created_at, started_at, finished_at, payload, replay_of)
     SELECT rowid, run_id, resource_type, resource_name, pipeline, event, status, message,
            created_at, started_at, finished_at, payload, replay_of
-    FROM runs;
-CREATE TABLE run_steps_sequenced (
-    run INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    driver TEXT NOT NULL,
-    event TEXT,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    message TEXT NOT NULL DEFAULT '',
-    started_at TEXT,
-    finished_at TEXT,
-    PRIMARY KEY (run, step)
-) WITHOUT ROWID;
-INSERT INTO run_steps_sequenced (run, step, name, driver, event, status, attempts, message,
-                                 started_at, finished_at)
+    FROM runs_by_id;
+INSERT INTO run_steps (run, step, name, driver, event, status, attempts, message, started_at,
+                       finished_at)
     SELECT r.seq, s.step, s.name, s.driver, s.event, s.status, s.attempts, s.message,
            s.started_at, s.finished_at
-    FROM run_steps s JOIN runs_sequenced r ON r.run_id = s.run_id;
-DROP TABLE run_steps;
-DROP TABLE runs;
-ALTER TABLE runs_sequenced RENAME TO runs;
-ALTER TABLE run_steps_sequenced RENAME TO run_steps;
-";
+    FROM run_steps_by_id s JOIN runs r ON r.run_id = s.run_id;
+DROP TABLE run_steps_by_id;
+DROP TABLE runs_by_id;";
 
 /// Columns added after the first release of the schema: `(table, column, declaration)`.
 /// `CREATE TABLE IF NOT EXISTS` leaves an older table as it is, so they are added here.
@@ -184,6 +159,15 @@ pub(super) fn planned_once(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Whether `table` has `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )?)
+}
+
 /// Sets the connection up, creates or upgrades the schema, and makes the events that were
 /// being delivered when the host stopped deliverable again (at-least-once, like JetStream's
 /// redelivery after AckWait).
@@ -198,25 +182,21 @@ pub(super) fn open(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
     for (table, column, decl) in ADDED_COLUMNS {
-        let exists: bool = conn.query_row(
-            &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get(0),
-        )?;
-        if !exists {
+        if !has_column(conn, table, column)? {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
-    let sequenced: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = 'seq'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !sequenced {
-        // One transaction: a store is upgraded whole or not at all. The indexes of the old
-        // tables went with them; the schema's statements create them again.
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SEQUENCED_RUNS} COMMIT;"))?;
-        conn.execute_batch(SCHEMA)?;
+    if !has_column(conn, "runs", "seq")? {
+        // A store is upgraded whole or not at all: the transaction rolls back if a step fails.
+        // The old tables' index names are still taken while they are set aside, so the
+        // schema's statements run again afterwards to create the new tables' indexes.
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(SET_ASIDE_UNSEQUENCED)?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(MOVE_UNSEQUENCED)?;
+        tx.execute_batch(SCHEMA)?;
+        tx.commit()?;
     }
     // After the added columns, which an older store gets only above.
     // A run's lines by sequence (`logs_by_run`) replaced lines by run and driver: the query
