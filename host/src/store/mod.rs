@@ -67,6 +67,8 @@ pub struct Store {
     readers: Mutex<Vec<Connection>>,
     /// Where to open more readers; `None` when there are none.
     path: Option<std::path::PathBuf>,
+    /// Definitions as last read; `None` for a store that others write (read-only).
+    definitions: Option<resources::DefinitionCache>,
 }
 
 /// Runs a statement without parameters or rows from the statement cache.
@@ -148,11 +150,10 @@ impl Store {
         let conn = Connection::open(path)?;
         schema::open(&conn)?;
         let in_memory = path.as_os_str().is_empty() || path == Path::new(":memory:");
-        Ok(Store::with(
-            conn,
-            (!in_memory).then(|| path.to_path_buf()),
-            1024,
-        ))
+        let mut store = Store::with(conn, (!in_memory).then(|| path.to_path_buf()), 1024);
+        // Every write of this file is this store's.
+        store.definitions = Some(resources::DefinitionCache::default());
+        Ok(store)
     }
 
     /// Opens an existing store to read only, touching nothing: no schema change, no reset of
@@ -198,6 +199,7 @@ impl Store {
             announce,
             readers: Mutex::new(Vec::new()),
             path,
+            definitions: None,
         }
     }
 

@@ -1,5 +1,8 @@
 //! Resource definitions, pipelines, resources and their version snapshots.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Result, Store, Tx};
@@ -33,12 +36,98 @@ fn json_rows<T: serde::de::DeserializeOwned>(
         .collect::<std::result::Result<_, _>>()?)
 }
 
+/// The definitions last read, by name, for a store whose writes are all its own: every create
+/// and update of a resource validates its spec against its type's definition, and a read
+/// after a commit re-reads its pages from the WAL. Every write of a definition clears it
+/// (after its commit, before its caller is answered) and moves its generation on, so that a
+/// read that began before the write cannot cache what the write replaced.
+#[derive(Default)]
+pub(super) struct DefinitionCache {
+    inner: Mutex<Cached>,
+}
+
+#[derive(Default)]
+struct Cached {
+    generation: u64,
+    by_name: HashMap<String, Arc<ResourceDefinition>>,
+}
+
+/// The most definitions the cache holds; past this it starts again empty.
+const CACHED_DEFINITIONS: usize = 1024;
+
+impl DefinitionCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached definition, or the generation to keep the one about to be read under.
+    fn get(&self, name: &str) -> std::result::Result<Arc<ResourceDefinition>, u64> {
+        let c = self.lock();
+        c.by_name.get(name).cloned().ok_or(c.generation)
+    }
+
+    /// Keeps `def`, read after [`DefinitionCache::get`] gave `generation`, unless a
+    /// definition was written since.
+    fn keep(&self, generation: u64, name: &str, def: &Arc<ResourceDefinition>) {
+        let mut c = self.lock();
+        if c.generation == generation {
+            if c.by_name.len() >= CACHED_DEFINITIONS {
+                c.by_name.clear();
+            }
+            c.by_name.insert(name.to_string(), def.clone());
+        }
+    }
+
+    fn cleared(&self) {
+        let mut c = self.lock();
+        c.generation += 1;
+        c.by_name.clear();
+    }
+}
+
 impl Store {
     // ---- resource definitions ----
 
     /// Reads a definition.
     pub fn definition(&self, name: &str) -> Result<Option<ResourceDefinition>> {
-        self.read(|c| json_row(c, "SELECT json FROM definitions WHERE name = ?1", [name]))
+        Ok(self.shared_definition(name)?.map(Arc::unwrap_or_clone))
+    }
+
+    /// Reads a definition, shared: the same `Arc` until a definition is written, so that what
+    /// is derived from it (a compiled schema) can be kept by its address.
+    pub fn shared_definition(&self, name: &str) -> Result<Option<Arc<ResourceDefinition>>> {
+        let read = |c: &Connection| {
+            json_row::<ResourceDefinition>(
+                c,
+                "SELECT json FROM definitions WHERE name = ?1",
+                [name],
+            )
+        };
+        let Some(cache) = &self.definitions else {
+            return Ok(self.read(read)?.map(Arc::new));
+        };
+        let generation = match cache.get(name) {
+            Ok(def) => return Ok(Some(def)),
+            Err(generation) => generation,
+        };
+        let def = self.read(read)?.map(Arc::new);
+        if let Some(def) = &def {
+            cache.keep(generation, name, def);
+        }
+        Ok(def)
+    }
+
+    /// Runs a write of definitions, then clears the cache of them, whatever the outcome (a
+    /// failed commit may still have been applied by SQLite before it failed to report).
+    fn write_definitions<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T> + Send) -> Result<T>
+    where
+        T: Send,
+    {
+        let out = self.write(f);
+        if let Some(cache) = &self.definitions {
+            cache.cleared();
+        }
+        out
     }
 
     /// Definitions by name, a page at a time: at most `limit`, named after `after`.
@@ -54,7 +143,7 @@ impl Store {
 
     /// Inserts a definition; `false` when the name is taken.
     pub fn insert_definition(&self, def: &ResourceDefinition) -> Result<bool> {
-        self.write(|tx| {
+        self.write_definitions(|tx| {
             let n = tx.execute(
                 "INSERT OR IGNORE INTO definitions (name, json) VALUES (?1, ?2)",
                 params![def.name, serde_json::to_string(def)?],
@@ -65,7 +154,7 @@ impl Store {
 
     /// Inserts or replaces a definition; `true` when it already existed.
     pub fn upsert_definition(&self, def: &ResourceDefinition) -> Result<bool> {
-        self.write(|tx| {
+        self.write_definitions(|tx| {
             let existed = tx
                 .query_row(
                     "SELECT 1 FROM definitions WHERE name = ?1",
@@ -84,7 +173,7 @@ impl Store {
 
     /// Replaces the definition stored under `name`; `false` when there is none.
     pub fn replace_definition(&self, name: &str, def: &ResourceDefinition) -> Result<bool> {
-        self.write(|tx| {
+        self.write_definitions(|tx| {
             let n = tx.execute(
                 "UPDATE definitions SET json = ?2 WHERE name = ?1",
                 params![name, serde_json::to_string(def)?],
@@ -95,7 +184,9 @@ impl Store {
 
     /// Deletes a definition; `false` when there was none.
     pub fn delete_definition(&self, name: &str) -> Result<bool> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM definitions WHERE name = ?1", [name])? == 1))
+        self.write_definitions(|tx| {
+            Ok(tx.execute("DELETE FROM definitions WHERE name = ?1", [name])? == 1)
+        })
     }
 
     // ---- pipelines ----
@@ -248,4 +339,52 @@ pub fn record_driver_result(tx: &Tx<'_>, result: &RunResult) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str, version: &str) -> ResourceDefinition {
+        ResourceDefinition {
+            id: String::new(),
+            name: name.into(),
+            description: String::new(),
+            version: version.into(),
+            schema: serde_json::json!({"type": "object"}),
+        }
+    }
+
+    #[test]
+    fn a_definition_read_again_is_shared_until_a_definition_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        assert!(store.shared_definition("a").unwrap().is_none());
+        assert!(store.insert_definition(&def("a", "1")).unwrap());
+        let first = store.shared_definition("a").unwrap().unwrap();
+        let again = store.shared_definition("a").unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+
+        assert!(store.replace_definition("a", &def("a", "2")).unwrap());
+        let replaced = store.shared_definition("a").unwrap().unwrap();
+        assert_eq!(replaced.version, "2");
+        store.upsert_definition(&def("a", "3")).unwrap();
+        assert_eq!(store.definition("a").unwrap().unwrap().version, "3");
+        assert!(store.delete_definition("a").unwrap());
+        assert!(store.shared_definition("a").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_definition_read_before_a_write_of_definitions_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        store.insert_definition(&def("a", "1")).unwrap();
+        let cache = store.definitions.as_ref().unwrap();
+        // A read that began (and read version 1) before the write, and ends after it.
+        let generation = cache.get("a").unwrap_err();
+        let stale = Arc::new(store.definition("a").unwrap().unwrap());
+        store.replace_definition("a", &def("a", "2")).unwrap();
+        cache.keep(generation, "a", &stale);
+        assert_eq!(store.shared_definition("a").unwrap().unwrap().version, "2");
+    }
 }

@@ -347,22 +347,17 @@ impl Resources {
     }
 
     async fn validate_spec(&self, kind: &str, spec: &serde_json::Value) -> Result<()> {
-        let def = self.definition(kind).map_err(|e| match e {
-            ServiceError::NotFound(m) => {
-                ServiceError::NotFound(format!("Failed to find resource definition: {m}"))
-            }
-            other => other,
+        let def = self.store.shared_definition(kind)?.ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "Failed to find resource definition: resource definition with name {kind} not found"
+            ))
         })?;
         if def.schema.is_null() {
             return Err(ServiceError::Invalid(
                 "Resource definition schema is required".into(),
             ));
         }
-        match self
-            .validator
-            .validate(Arc::new(def.schema), spec.clone())
-            .await
-        {
+        match self.validator.validate(def, spec.clone()).await {
             Ok(()) => Ok(()),
             Err(ValidationError::Stopped) => Err(ServiceError::Unavailable(
                 "Resource validation failed: the validator is not running".into(),

@@ -319,8 +319,26 @@ pub enum ValidationError {
     Stopped,
 }
 
+/// What holds a schema: the schema itself, or a stored definition.
+pub trait HasSchema: Send + Sync {
+    /// The JSON Schema.
+    fn schema(&self) -> &Value;
+}
+
+impl HasSchema for Value {
+    fn schema(&self) -> &Value {
+        self
+    }
+}
+
+impl HasSchema for crate::conveyor::ResourceDefinition {
+    fn schema(&self) -> &Value {
+        &self.schema
+    }
+}
+
 type Job = (
-    Arc<Value>,
+    Arc<dyn HasSchema>,
     Value,
     tokio::sync::oneshot::Sender<Result<(), ValidationError>>,
 );
@@ -358,10 +376,12 @@ impl Validator {
     }
 
     /// Validates `instance` against `schema` (which [`check`] accepted when it was stored;
-    /// it is checked again here for definitions stored before).
+    /// it is checked again here for definitions stored before). The compiled schema is kept
+    /// by the `Arc`'s address: pass the same `Arc` for the same schema (the store shares a
+    /// definition until it is written), a new one when it changed.
     pub async fn validate(
         &self,
-        schema: Arc<Value>,
+        schema: Arc<dyn HasSchema>,
         instance: Value,
     ) -> Result<(), ValidationError> {
         if depth(&instance) > MAX_INSTANCE_DEPTH {
@@ -381,9 +401,17 @@ impl Validator {
     }
 }
 
-/// Compiled validators by schema text; a small cache, cleared when it grows past its bound.
+/// A schema's compiled validator (or why it did not compile), with the schema's holder: kept
+/// so that its address, the key, is not reused while the entry lives.
+type Entry = (
+    Arc<dyn HasSchema>,
+    Result<Arc<jsonschema::Validator>, String>,
+);
+
+/// Compiled validators by the address of their schema's holder; a small cache, cleared when
+/// it grows past its bound.
 struct Compiled {
-    by_schema: HashMap<String, Result<Arc<jsonschema::Validator>, String>>,
+    by_schema: HashMap<usize, Entry>,
 }
 
 const COMPILED_CACHE: usize = 256;
@@ -397,7 +425,7 @@ fn validate_loop(rx: &Mutex<mpsc::Receiver<Job>>) {
         let Ok((schema, instance, done)) = job else {
             return;
         };
-        let key = schema.to_string();
+        let key = Arc::as_ptr(&schema).cast::<()>() as usize;
         if cache.by_schema.len() >= COMPILED_CACHE && !cache.by_schema.contains_key(&key) {
             cache.by_schema.clear();
         }
@@ -405,11 +433,14 @@ fn validate_loop(rx: &Mutex<mpsc::Receiver<Job>>) {
             .by_schema
             .entry(key)
             .or_insert_with(|| {
-                check(&schema)?;
-                jsonschema::validator_for(&schema)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
+                let compiled = check(schema.schema()).and_then(|()| {
+                    jsonschema::validator_for(schema.schema())
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                });
+                (schema.clone(), compiled)
             })
+            .1
             .clone();
         let result = match compiled {
             Err(e) => Err(ValidationError::Schema(e)),
