@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::Connection;
 use tokio::sync::broadcast;
 
-use writer::{Announce, ReadJob, Work, WriteJob};
+use writer::{Ahead, Announce, ReadJob, Work, WriteJob};
 
 pub use logs::{LogFilter, StoredLog};
 pub use queue::QueuedEvent;
@@ -69,6 +69,8 @@ pub struct Store {
     path: Option<std::path::PathBuf>,
     /// Definitions as last read; `None` for a store that others write (read-only).
     definitions: Option<resources::DefinitionCache>,
+    /// Writes to run before those waiting in line (see [`Store::write_ahead`]).
+    ahead: Arc<Ahead>,
 }
 
 /// Runs a statement without parameters or rows from the statement cache.
@@ -176,13 +178,17 @@ impl Store {
         let (work, jobs) = mpsc::channel();
         let grouped = path.is_some();
         let shared = announce.clone();
+        let ahead = Arc::new(Ahead::default());
+        let writer_ahead = ahead.clone();
         let (kick, checkpointer) = path
             .as_deref()
             .and_then(|path| checkpoint::start(path, &conn))
             .unzip();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, jobs, grouped, &shared, kick.as_ref()));
+            .spawn(move || {
+                writer::run(conn, jobs, grouped, &shared, kick.as_ref(), &writer_ahead);
+            });
         let writer = match writer {
             Ok(handle) => Some(handle),
             Err(e) => {
@@ -200,6 +206,7 @@ impl Store {
             readers: Mutex::new(Vec::new()),
             path,
             definitions: None,
+            ahead,
         }
     }
 
@@ -262,29 +269,33 @@ impl Store {
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.hand_over(f, Answered::AtCommit)
+        self.hand_over(f, Answered::AtCommit, false)
     }
 
-    /// [`Store::write_soon`], answered as soon as `f` has run in its savepoint, before the
+    /// [`Store::write_soon`], run before the writes waiting in line (as soon as the one
+    /// running is done) and answered as soon as `f` has run in its savepoint, before the
     /// commit: for a write whose effect only this process acts on and that the next start
     /// undoes anyway, such as a queue claim (claims are reset when the store is opened), so
-    /// that its caller does not wait for a commit it does not need. Writes still run in the
-    /// order they are handed over. If the commit then fails, the write is not stored (a
-    /// claimed event stays deliverable, and may be delivered again: at least once); the
-    /// failure is logged.
-    pub fn write_uncommitted<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
+    /// that its caller waits neither for the writes handed over before it nor for a commit it
+    /// does not need. It sees what the writes that ran before it wrote, committed or not, and
+    /// the writes handed over after it see it. If the commit then fails, the write is not
+    /// stored (a claimed event stays deliverable, and may be delivered again: at least once);
+    /// the failure is logged. A store whose writes commit one by one runs it in line.
+    pub fn write_ahead<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
     where
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.hand_over(f, Answered::WhenRun)
+        self.hand_over(f, Answered::WhenRun, self.path.is_some())
     }
 
-    /// Hands `f` to the writer now; the future yields its outcome when `when` says.
+    /// Hands `f` to the writer now (before the writes in line when `ahead`); the future
+    /// yields its outcome when `when` says.
     fn hand_over<T, F>(
         &self,
         f: F,
         when: Answered,
+        ahead: bool,
     ) -> impl Future<Output = Result<T>> + Send + 'static
     where
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
@@ -298,7 +309,12 @@ impl Store {
             },
             when,
         );
-        let sent = self.send(Work::Write(job));
+        let sent = if ahead {
+            self.ahead.push(job);
+            self.send(Work::Ahead)
+        } else {
+            self.send(Work::Write(job))
+        };
         async move {
             sent?;
             answered.await.unwrap_or_else(|_| Err(writer_gone()))
@@ -494,7 +510,7 @@ mod tests {
         // The first write holds the writer until the other two are queued, so all three
         // share one batch; the last holds it open after the uncommitted one ran.
         let first = s.write_soon(move |_| Ok(first_waits.recv().ok()));
-        let early = s.write_uncommitted(|tx| insert_definition(tx, "early"));
+        let early = s.write_ahead(|tx| insert_definition(tx, "early"));
         let last = s.write_soon(move |tx| {
             last_waits.recv().ok();
             insert_definition(tx, "late")
@@ -518,6 +534,34 @@ mod tests {
         futures::executor::block_on(last).unwrap();
         futures::executor::block_on(first).unwrap();
         assert_eq!(definitions(&s), ["early", "late"]);
+    }
+
+    #[test]
+    fn a_write_ahead_runs_before_the_writes_in_line_and_they_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let (open_first, first_waits) = mpsc::channel::<()>();
+        // The first write holds the writer while the others are handed over.
+        let first = s.write_soon(move |_| Ok(first_waits.recv().ok()));
+        let in_line = s.write_soon(|tx| insert_definition(tx, "in-line"));
+        let ahead = s.write_ahead(|tx| {
+            let seen: i64 = tx.query_row("SELECT COUNT(*) FROM definitions", [], |r| r.get(0))?;
+            insert_definition(tx, "ahead")?;
+            Ok(seen)
+        });
+        let after = s.write_soon(|tx| {
+            Ok(tx.query_row(
+                "SELECT COUNT(*) FROM definitions WHERE name = 'ahead'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?)
+        });
+        open_first.send(()).unwrap();
+        futures::executor::block_on(first).unwrap();
+        assert_eq!(futures::executor::block_on(ahead).unwrap(), 0);
+        futures::executor::block_on(in_line).unwrap();
+        assert_eq!(futures::executor::block_on(after).unwrap(), 1);
+        assert_eq!(definitions(&s), ["ahead", "in-line"]);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Writes arrive on a channel and run one after another on this thread, each in a savepoint
 //! of the open transaction. Whatever arrived while a batch was running joins it, up to
 //! [`MAX_BATCH`]; then the batch commits once and each caller is answered (group commit). A
-//! caller is answered only after the commit that holds its write.
+//! caller is answered only after the commit that holds its write. A few writes (queue claims)
+//! go ahead of those waiting on the channel: they run as soon as the running one is done.
 //!
 //! One thread that owns the connection, rather than a lock handed between the callers'
 //! threads: each write would otherwise wake the thread of the next (a context switch per
@@ -11,7 +12,8 @@
 //! to take the lock again after each commit.
 
 use std::cell::{Cell, RefCell};
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{Mutex, mpsc};
 
 use rusqlite::Connection;
 use tokio::sync::{Notify, broadcast};
@@ -37,6 +39,27 @@ pub(super) type ReadJob<'a> = Box<dyn FnOnce(&Connection) + Send + 'a>;
 pub(super) enum Work {
     Write(WriteJob<'static>),
     Read(ReadJob<'static>),
+    /// A write waits in [`Ahead`]: wakes the writer for it, if it has not run it already.
+    Ahead,
+}
+
+/// Writes that run before the writes waiting on the channel, as soon as the one running is
+/// done (see `Store::write_ahead`): a queue claim should not wait behind a batch's worth of
+/// creates for the slot it fills. Each is announced by a [`Work::Ahead`] on the channel.
+#[derive(Default)]
+pub(super) struct Ahead(Mutex<VecDeque<WriteJob<'static>>>);
+
+impl Ahead {
+    pub(super) fn push(&self, job: WriteJob<'static>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(job);
+    }
+
+    fn pop(&self) -> Option<WriteJob<'static>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
 }
 
 /// What the writer announces after a commit.
@@ -58,6 +81,7 @@ pub(super) fn run(
     grouped: bool,
     announce: &Announce,
     checkpoint: Option<&Kick>,
+    ahead: &Ahead,
 ) {
     let limit = if grouped { MAX_BATCH } else { 1 };
     let mut next = work.recv().ok();
@@ -72,6 +96,13 @@ pub(super) fn run(
                     read(&conn);
                 }
                 Work::Write(job) => batch.run(&conn, job),
+                Work::Ahead => {}
+            }
+            while batch.answers.len() < limit
+                && batch.failed.is_none()
+                && let Some(job) = ahead.pop()
+            {
+                batch.run(&conn, job);
             }
             if batch.answers.len() < limit && batch.failed.is_none() {
                 item = work.try_recv().ok();

@@ -225,17 +225,19 @@ impl EventSource for Queue {
             let now = now_ms();
             // One for this slot and one for each slot in line behind it.
             let wanted = 1 + looker.in_line.load(Ordering::SeqCst);
-            // Answered once the writer has run it, not after its commit: a claim only keeps
-            // this host's other slots off the events, and every start resets claims anyway
-            // (so a crash delivers them again either way), while waiting for the commit would
-            // leave the slots idle for a batch's disk writes on every claim. What it claimed
+            // Run ahead of the writes in line, so that a slot does not wait behind the creates
+            // handed over before its claim (a batch's worth, milliseconds), and answered once
+            // the writer has run it, not after its commit: a claim only keeps this host's
+            // other slots off the events, and every start resets claims anyway (so a crash
+            // delivers them again either way), while waiting for the commit would leave the
+            // slots idle for a batch's disk writes on every claim. What it claimed
             // goes to the looker in a task of its own, so that a slot stopped while it waits
             // (its driver removed) leaves the events to the next slot that looks, not claimed
             // and undelivered until a restart.
             let name = driver.to_string();
             let claimed = self
                 .store
-                .write_uncommitted(move |tx| crate::store::queue::claim(tx, &name, now, wanted));
+                .write_ahead(move |tx| crate::store::queue::claim(tx, &name, now, wanted));
             let into = looker.clone();
             let taken = tokio::spawn(async move {
                 let taken = claimed.await?;
