@@ -349,7 +349,8 @@ impl Resources {
     async fn validate_spec(&self, kind: &str, spec: &serde_json::Value) -> Result<()> {
         let def = self.store.shared_definition(kind)?.ok_or_else(|| {
             ServiceError::NotFound(format!(
-                "Failed to find resource definition: resource definition with name {kind} not found"
+                "Failed to find resource definition: {}",
+                definition_missing(kind)
             ))
         })?;
         if def.schema.is_null() {
@@ -613,7 +614,11 @@ fn check_schema(schema: &serde_json::Value) -> Result<()> {
 }
 
 fn definition_not_found(name: &str) -> ServiceError {
-    ServiceError::NotFound(format!("resource definition with name {name} not found"))
+    ServiceError::NotFound(definition_missing(name))
+}
+
+fn definition_missing(name: &str) -> String {
+    format!("resource definition with name {name} not found")
 }
 
 fn resource_not_found(kind: &str, name: &str) -> ServiceError {
