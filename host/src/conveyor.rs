@@ -202,9 +202,15 @@ pub fn new_message_id() -> String {
     hex::encode(bytes)
 }
 
-/// Conveyor's run id: a UUIDv4.
+/// A run id: a UUID, as upstream's, but version 7 (time-ordered: a millisecond timestamp, a
+/// counter, then random bits) where upstream's is version 4 (all random). The text has the
+/// same shape and clients treat it as opaque. The store keys a run's row, its log lines and
+/// results by it: ids that grow with time land at the end of those indexes, while random ones
+/// landed at a random page of trees that grow with the store, so each event's write touched
+/// pages the cache no longer held (the bench: sample driver 7,300 to 9,400–10,100 events/s at
+/// 100,000 events, create p99 55 to 19–29 ms; docs/performance.md).
 pub fn new_run_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
 #[cfg(test)]
@@ -261,5 +267,12 @@ mod tests {
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         );
         assert!(uuid::Uuid::parse_str(&new_run_id()).is_ok());
+    }
+
+    #[test]
+    fn run_ids_grow_in_the_order_they_are_made() {
+        let ids: Vec<String> = (0..1000).map(|_| new_run_id()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_eq!(ids[0].len(), 36);
     }
 }
