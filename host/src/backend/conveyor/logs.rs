@@ -4,10 +4,13 @@
 //! labels as extra fields.
 //!
 //! One task publishes in order and keeps the JetStream acknowledgements it is owed; `flush`
-//! waits for all of them, so a result is published only after its run's lines are stored.
+//! waits for those of every line sent before it, so a result is published only after its
+//! run's lines are stored, while the task goes on publishing the other runs' lines.
+
+use std::collections::VecDeque;
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::LogPipeline;
@@ -51,7 +54,16 @@ impl LogPipeline for NatsLogs {
 
 async fn publish_loop(client: async_nats::Client, mut rx: mpsc::UnboundedReceiver<Command>) {
     let js = async_nats::jetstream::new(client.clone());
-    let mut pending = FuturesUnordered::new();
+    // Acknowledgements in the order their lines were sent, each with the line's number: when
+    // one is taken from the front, every line up to that number is settled.
+    let mut pending = FuturesOrdered::new();
+    let mut sent: u64 = 0;
+    // Flushes waiting for the lines sent before them, oldest first: each waits for the
+    // number of lines sent when it came, not for the set to empty, so that the loop keeps
+    // publishing other runs' lines meanwhile and one acknowledgement can answer many
+    // flushes. (A flush that drained the set in place stopped the loop for a round trip per
+    // flush: every slot's result waited behind every other slot's flush.)
+    let mut flushes: VecDeque<(u64, oneshot::Sender<()>)> = VecDeque::new();
     loop {
         tokio::select! {
             command = rx.recv() => match command {
@@ -69,25 +81,42 @@ async fn publish_loop(client: async_nats::Client, mut rx: mpsc::UnboundedReceive
                         tracing::warn!(error = %e, "could not publish a live log line");
                     }
                     match js.publish(format!("logs.{}", line.runid), body).await {
-                        Ok(ack) => pending.push(ack.into_future()),
+                        Ok(ack) => {
+                            sent += 1;
+                            let n = sent;
+                            pending.push_back(async move { (n, ack.await) });
+                        }
                         Err(e) => tracing::warn!(run_id = %line.runid, error = %e, "could not publish a log line"),
                     }
                 }
                 Some(Command::Flush(done)) => {
-                    while let Some(ack) = pending.next().await {
-                        if let Err(e) = ack {
-                            tracing::warn!(error = %e, "JetStream did not store a log line");
-                        }
+                    if pending.is_empty() {
+                        let _ = done.send(());
+                    } else {
+                        flushes.push_back((sent, done));
                     }
-                    let _ = done.send(());
                 }
             },
             // Reap acknowledgements as they come, so the set stays small between flushes.
-            Some(ack) = pending.next(), if !pending.is_empty() => {
+            Some((n, ack)) = pending.next(), if !pending.is_empty() => {
                 if let Err(e) = ack {
                     tracing::warn!(error = %e, "JetStream did not store a log line");
                 }
+                while flushes.front().is_some_and(|(upto, _)| *upto <= n) {
+                    if let Some((_, done)) = flushes.pop_front() {
+                        let _ = done.send(());
+                    }
+                }
             }
         }
+    }
+    // The sender is gone: what is owed is still reaped for the flushes waiting.
+    while let Some((_, ack)) = pending.next().await {
+        if let Err(e) = ack {
+            tracing::warn!(error = %e, "JetStream did not store a log line");
+        }
+    }
+    for (_, done) in flushes.drain(..) {
+        let _ = done.send(());
     }
 }
