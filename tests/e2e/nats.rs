@@ -194,6 +194,40 @@ async fn driver_lines_are_stored_on_the_logs_stream() {
     }
 }
 
+/// More lines than JetStream's client lets wait for their acknowledgement at once (5,000),
+/// sent while the server is frozen: once it goes on, every line is stored and the result
+/// follows. (A log task that waited for a permit without reaping the acknowledgements that
+/// free them stopped for good, and with it every later result.)
+#[tokio::test]
+async fn lines_sent_while_the_server_is_frozen_are_all_stored() {
+    let dir = workdir(&["test-driver"]);
+    let server = NatsServer::start(dir.path());
+    let conveyor = Conveyor::connect(&server.url).await;
+    let host = Host::start(dir.path(), &nats_config(&server, ""));
+    conveyor.wait_for_consumer("test-driver").await;
+    let spec = json!({"action": "ok", "lines": 6000, "wait_ms": 1500});
+    conveyor
+        .publish(
+            "resources.test",
+            "create",
+            &resource("test", "frozen", spec),
+        )
+        .await;
+    assert!(within_30s(|| async { conveyor.ack_pending("test-driver").await == 1 }).await);
+    // The driver logs its lines while the server is frozen.
+    let paused = tokio::task::spawn_blocking(move || {
+        server.pause(Duration::from_secs(4));
+        server
+    });
+    let results = conveyor.results(1, Duration::from_secs(60)).await;
+    let _server = paused.await.expect("the pause");
+    assert_eq!(results.len(), 1, "host log:\n{}", host.log());
+    assert_eq!(
+        conveyor.logs(6000, Duration::from_secs(30)).await.len(),
+        6000
+    );
+}
+
 /// The driver's lines go live to `live.logs.<runid>.<driver>`.
 #[tokio::test]
 async fn driver_lines_go_live_on_core_nats() {

@@ -86,6 +86,16 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Freezes the server (SIGSTOP) for `duration`, then lets it go on (SIGCONT): its clients
+    /// stay connected and hear nothing meanwhile, as behind a stalled network or disk.
+    pub fn pause(&self, duration: Duration) {
+        let Some(child) = &self.child else { return };
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-STOP", &pid]).status();
+        std::thread::sleep(duration);
+        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    }
+
     /// Stops the server.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -4,8 +4,9 @@
 //! labels as extra fields.
 //!
 //! One task publishes in order and keeps the JetStream acknowledgements it is owed; `flush`
-//! waits for those of every line sent before it, so a result is published only after its
-//! run's lines are stored, while the task goes on publishing the other runs' lines.
+//! waits for those of every line sent before it (each stored, or given up on and logged), so
+//! a result is published only after its run's lines, while the task goes on publishing the
+//! other runs' lines.
 
 use std::collections::VecDeque;
 
@@ -52,18 +53,64 @@ impl LogPipeline for NatsLogs {
     }
 }
 
+/// Lines whose JetStream acknowledgement the task may wait for at once. Below the JetStream
+/// context's own bound (async-nats: 5,000 permits, a publish waits for one): a publish waiting
+/// for a permit inside the loop would stop the loop that frees them, for good.
+const IN_FLIGHT: usize = 1024;
+
+type Acked = (
+    u64,
+    Result<
+        async_nats::jetstream::publish::PublishAck,
+        async_nats::jetstream::context::PublishError,
+    >,
+);
+
+/// What the task is owed: acknowledgements in the order their lines were sent, each with the
+/// line's number, and the flushes waiting for them.
+#[derive(Default)]
+struct Owed {
+    acks: FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = Acked> + Send>>>,
+    sent: u64,
+    /// Flushes waiting for the lines sent before them, oldest first: each waits for the
+    /// number of lines sent when it came, not for every acknowledgement owed, so that the
+    /// task goes on publishing other runs' lines meanwhile and one acknowledgement answers
+    /// many flushes. (A flush that drained the set in place stopped the task for a round trip
+    /// per flush: every slot's result waited behind every other slot's flush.)
+    flushes: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Owed {
+    fn sent(&mut self, ack: async_nats::jetstream::context::PublishAckFuture) {
+        self.sent += 1;
+        let n = self.sent;
+        self.acks.push_back(Box::pin(async move { (n, ack.await) }));
+    }
+
+    fn flush(&mut self, done: oneshot::Sender<()>) {
+        if self.acks.is_empty() {
+            let _ = done.send(());
+        } else {
+            self.flushes.push_back((self.sent, done));
+        }
+    }
+
+    /// Line `n` and every line before it are acknowledged (or given up on).
+    fn settled(&mut self, (n, ack): Acked) {
+        if let Err(e) = ack {
+            tracing::warn!(error = %e, "JetStream did not store a log line");
+        }
+        while self.flushes.front().is_some_and(|(upto, _)| *upto <= n) {
+            if let Some((_, done)) = self.flushes.pop_front() {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
 async fn publish_loop(client: async_nats::Client, mut rx: mpsc::UnboundedReceiver<Command>) {
     let js = async_nats::jetstream::new(client.clone());
-    // Acknowledgements in the order their lines were sent, each with the line's number: when
-    // one is taken from the front, every line up to that number is settled.
-    let mut pending = FuturesOrdered::new();
-    let mut sent: u64 = 0;
-    // Flushes waiting for the lines sent before them, oldest first: each waits for the
-    // number of lines sent when it came, not for the set to empty, so that the loop keeps
-    // publishing other runs' lines meanwhile and one acknowledgement can answer many
-    // flushes. (A flush that drained the set in place stopped the loop for a round trip per
-    // flush: every slot's result waited behind every other slot's flush.)
-    let mut flushes: VecDeque<(u64, oneshot::Sender<()>)> = VecDeque::new();
+    let mut owed = Owed::default();
     loop {
         tokio::select! {
             command = rx.recv() => match command {
@@ -80,43 +127,20 @@ async fn publish_loop(client: async_nats::Client, mut rx: mpsc::UnboundedReceive
                     if let Err(e) = client.publish(live, body.clone()).await {
                         tracing::warn!(error = %e, "could not publish a live log line");
                     }
-                    match js.publish(format!("logs.{}", line.runid), body).await {
-                        Ok(ack) => {
-                            sent += 1;
-                            let n = sent;
-                            pending.push_back(async move { (n, ack.await) });
+                    while owed.acks.len() >= IN_FLIGHT {
+                        if let Some(acked) = owed.acks.next().await {
+                            owed.settled(acked);
                         }
+                    }
+                    match js.publish(format!("logs.{}", line.runid), body).await {
+                        Ok(ack) => owed.sent(ack),
                         Err(e) => tracing::warn!(run_id = %line.runid, error = %e, "could not publish a log line"),
                     }
                 }
-                Some(Command::Flush(done)) => {
-                    if pending.is_empty() {
-                        let _ = done.send(());
-                    } else {
-                        flushes.push_back((sent, done));
-                    }
-                }
+                Some(Command::Flush(done)) => owed.flush(done),
             },
             // Reap acknowledgements as they come, so the set stays small between flushes.
-            Some((n, ack)) = pending.next(), if !pending.is_empty() => {
-                if let Err(e) = ack {
-                    tracing::warn!(error = %e, "JetStream did not store a log line");
-                }
-                while flushes.front().is_some_and(|(upto, _)| *upto <= n) {
-                    if let Some((_, done)) = flushes.pop_front() {
-                        let _ = done.send(());
-                    }
-                }
-            }
+            Some(acked) = owed.acks.next(), if !owed.acks.is_empty() => owed.settled(acked),
         }
-    }
-    // The sender is gone: what is owed is still reaped for the flushes waiting.
-    while let Some((_, ack)) = pending.next().await {
-        if let Err(e) = ack {
-            tracing::warn!(error = %e, "JetStream did not store a log line");
-        }
-    }
-    for (_, done) in flushes.drain(..) {
-        let _ = done.send(());
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! | action | behaviour |
 //! |---|---|
-//! | `ok` (default) | logs one line per `spec.lines` (default 1) and succeeds with `data` |
+//! | `ok` (default) | waits `spec.wait_ms` milliseconds (default 0), logs one line per `spec.lines` (default 1) and succeeds with `data` |
 //! | `panic` | panics with `spec.message` |
 //! | `loop` | spins forever |
 //! | `sleep` | sleeps `spec.ms` milliseconds, then succeeds with `data.attempt` |
@@ -66,6 +66,7 @@ impl Driver for TestDriver {
             |key: &str, default: u64| spec.get(key).and_then(Value::as_u64).unwrap_or(default);
         match spec.get("action").and_then(Value::as_str).unwrap_or("ok") {
             "ok" => {
+                std::thread::sleep(std::time::Duration::from_millis(number("wait_ms", 0)));
                 for i in 0..number("lines", 1) {
                     logger.log([("line", (i + 1).to_string())], format!("line {}", i + 1));
                 }
