@@ -205,9 +205,10 @@ pub fn new_message_id() -> String {
 /// A run id: a UUID, as upstream's, but version 7 (time-ordered: a millisecond timestamp, a
 /// counter, then random bits) where upstream's is version 4 (all random). The text has the
 /// same shape and clients treat it as opaque. The store keys a run's row, its log lines and
-/// results by it: ids that grow with time land at the end of those indexes, while random ones
-/// landed at a random page of trees that grow with the store, so each event's write touched
-/// pages the cache no longer held (the bench: sample driver 7,300 to 9,400–10,100 events/s at
+/// results by it: ids that grow with time land next to each other in those indexes (at their
+/// end, in a store that never held version 4 ids), while random ones landed at a random page
+/// of trees that grow with the store, so each event's write touched pages the cache no longer
+/// held (the bench: sample driver 7,300 to 9,400–10,100 events/s at
 /// 100,000 events, create p99 55 to 19–29 ms; docs/performance.md).
 pub fn new_run_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
