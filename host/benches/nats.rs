@@ -269,10 +269,11 @@ async fn host_rate(
     rate
 }
 
-/// Publish-to-result times with events published at `rate` a second.
 /// Events published first and left out of the publish-to-result figures (see [`latencies`]).
 const WARM_UP: usize = 1_000;
 
+/// Publish-to-result times, p50 and p99, of `n` events published at `rate` a second after
+/// [`WARM_UP`] more.
 async fn latencies(
     url: &str,
     js: &jetstream::Context,

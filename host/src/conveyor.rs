@@ -208,8 +208,7 @@ pub fn new_message_id() -> String {
 /// results by it: ids that grow with time land next to each other in those indexes (at their
 /// end, in a store that never held version 4 ids), while random ones landed at a random page
 /// of trees that grow with the store, so each event's write touched pages the cache no longer
-/// held (the bench: sample driver 7,300 to 9,400–10,100 events/s at
-/// 100,000 events, create p99 55 to 19–29 ms; docs/performance.md).
+/// held (docs/performance.md, "Run ids in time order").
 pub fn new_run_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
 }

@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 
+use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::publish::PublishAck;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
@@ -58,20 +60,16 @@ impl LogPipeline for NatsLogs {
 /// for a permit inside the loop would stop the loop that frees them, for good.
 const IN_FLIGHT: usize = 1024;
 
-type Acked = (
-    u64,
-    Result<
-        async_nats::jetstream::publish::PublishAck,
-        async_nats::jetstream::context::PublishError,
-    >,
-);
+/// A line's JetStream acknowledgement, as async-nats hands it out.
+type Ack = <async_nats::jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture;
 
-/// What the task is owed: acknowledgements in the order their lines were sent, each with the
-/// line's number, and the flushes waiting for them.
+/// What the task is owed: acknowledgements in the order their lines were sent (so the
+/// `settled + 1`th line is the one at the front), and the flushes waiting for them.
 #[derive(Default)]
 struct Owed {
-    acks: FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = Acked> + Send>>>,
-    sent: u64,
+    acks: FuturesOrdered<Ack>,
+    /// Lines acknowledged or given up on so far; with `acks`, the lines sent.
+    settled: u64,
     /// Flushes waiting for the lines sent before them, oldest first: each waits for the
     /// number of lines sent when it came, not for every acknowledgement owed, so that the
     /// task goes on publishing other runs' lines meanwhile and one acknowledgement answers
@@ -82,25 +80,29 @@ struct Owed {
 
 impl Owed {
     fn sent(&mut self, ack: async_nats::jetstream::context::PublishAckFuture) {
-        self.sent += 1;
-        let n = self.sent;
-        self.acks.push_back(Box::pin(async move { (n, ack.await) }));
+        self.acks.push_back(ack.into_future());
     }
 
     fn flush(&mut self, done: oneshot::Sender<()>) {
         if self.acks.is_empty() {
             let _ = done.send(());
         } else {
-            self.flushes.push_back((self.sent, done));
+            let sent = self.settled + self.acks.len() as u64;
+            self.flushes.push_back((sent, done));
         }
     }
 
-    /// Line `n` and every line before it are acknowledged (or given up on).
-    fn settled(&mut self, (n, ack): Acked) {
+    /// The oldest line owed is acknowledged (or given up on), and with it every line before.
+    fn settled(&mut self, ack: Result<PublishAck, PublishError>) {
         if let Err(e) = ack {
             tracing::warn!(error = %e, "JetStream did not store a log line");
         }
-        while self.flushes.front().is_some_and(|(upto, _)| *upto <= n) {
+        self.settled += 1;
+        while self
+            .flushes
+            .front()
+            .is_some_and(|(upto, _)| *upto <= self.settled)
+        {
             if let Some((_, done)) = self.flushes.pop_front() {
                 let _ = done.send(());
             }
